@@ -1,0 +1,19 @@
+//! claimledger: a tamper-evident, verifiable record of claims made about a war.
+//!
+//! The crate is layered (see ARCHITECTURE.md): [`log`] is the verifiable append-only log on sled
+//! with no gRPC in it; [`claims`] is the domain model and the pure confirmation policy; [`api`]
+//! puts both behind tonic services; [`cli`] is the command line.
+#![forbid(unsafe_code)]
+
+pub mod log;
+
+/// Generated protobuf and gRPC code for `claimledger.v1`.
+pub mod pb {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("claimledger.v1");
+    include!(concat!(env!("OUT_DIR"), "/claimledger.v1.serde.rs"));
+
+    /// The encoded `FileDescriptorSet` of the contract, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/claimledger_descriptor.bin"));
+}
