@@ -1,1 +1,240 @@
-pub mod x {}
+//! The verifiable append-only log: the heart of claimledger (SPEC §3).
+//!
+//! Everything here is storage and cryptography; there is no gRPC in this module. The pieces:
+//!
+//! - [`entry`]: the stored entry envelope (index, prev hash, time, actor, body bytes). The exact
+//!   bytes are hashed and served, never re-encoded.
+//! - [`store`]: the sled key layout, reads of entries and stored hashes, the RFC 6962 tree in Go
+//!   sumdb's stored-hash-index order, and proofs.
+//! - [`checkpoint`]: the Ed25519 key kept in the data directory and C2SP signed checkpoints.
+//! - [`writer`]: the single writer task that owns every append and commits groups atomically
+//!   and durably before acknowledging them.
+//! - [`apply`]: the hook through which the domain layer writes its indexes in the same atomic
+//!   batch as the entries they derive from.
+//! - [`verify`]: the full offline audit.
+//!
+//! [`Log`] ties them together: open (with the start-up check), append, read, prove, tail.
+
+pub mod apply;
+pub mod checkpoint;
+pub mod entry;
+mod error;
+pub mod store;
+pub mod verify;
+mod writer;
+
+pub use apply::{Apply, Ctx, IndexView, NoApply, Rejection};
+pub use checkpoint::{Checkpointer, SignedCheckpoint};
+pub use entry::{EntryMeta, Envelope};
+pub use error::{AppendError, LogError};
+pub use store::Store;
+pub use verify::{VerifyProgress, VerifyReport};
+pub use writer::Receipt;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tlog_tiles::Hash;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Options for [`Log::open`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The checkpoint origin (first line of every checkpoint, and the signing key's name). `None`
+    /// keeps the origin the directory was created with, or the default for a new directory.
+    pub origin: Option<String>,
+    /// How many appends may wait for the writer before callers are made to wait.
+    pub queue_capacity: usize,
+    /// The most entries the writer commits in one group.
+    pub max_group: usize,
+    /// Whether opening re-hashes every entry (full leaf check) in addition to the O(log n)
+    /// stored-root check. On by default: a flipped byte in any entry is caught before serving.
+    pub rehash_on_open: bool,
+}
+
+/// The origin of a data directory created without one.
+pub const DEFAULT_ORIGIN: &str = "claimledger.example/log";
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            origin: None,
+            queue_capacity: 4096,
+            max_group: 1024,
+            rehash_on_open: true,
+        }
+    }
+}
+
+/// A request to append one entry.
+pub(crate) struct AppendRequest {
+    pub actor: String,
+    pub body: Vec<u8>,
+    pub reply: oneshot::Sender<Result<Receipt, AppendError>>,
+}
+
+/// The open log. Cheap to clone; all clones share the one writer task.
+#[derive(Clone)]
+pub struct Log {
+    store: Store,
+    checkpointer: Arc<Checkpointer>,
+    tx: mpsc::Sender<AppendRequest>,
+    size_rx: watch::Receiver<u64>,
+    writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    dir: PathBuf,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, checks it, and starts the writer.
+    ///
+    /// The start-up check recomputes the root from the stored hashes and compares it with the
+    /// last signed checkpoint (and its signature); with [`Options::rehash_on_open`] it also
+    /// re-hashes every entry. On a mismatch it refuses with [`LogError::Tampered`] naming the
+    /// first bad index.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        opts: Options,
+        apply: Arc<dyn Apply>,
+    ) -> Result<Log, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        let store = Store::open(&dir)?;
+        let origin = store.settle_origin(opts.origin.as_deref())?;
+        let checkpointer = Arc::new(Checkpointer::load_or_create(&dir, &origin)?);
+        store.startup_check(&checkpointer, opts.rehash_on_open)?;
+
+        let size = store.size()?;
+        let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
+        let (size_tx, size_rx) = watch::channel(size);
+        let handle = writer::spawn(
+            store.clone(),
+            checkpointer.clone(),
+            apply,
+            rx,
+            size_tx,
+            opts.max_group.max(1),
+        )?;
+        Ok(Log {
+            store,
+            checkpointer,
+            tx,
+            size_rx,
+            writer: Arc::new(std::sync::Mutex::new(Some(handle))),
+            dir,
+        })
+    }
+
+    /// Appends one entry body on behalf of `actor` and waits until it is durable. When the
+    /// writer's queue is full this waits for room (backpressure).
+    pub async fn append(&self, actor: &str, body: Vec<u8>) -> Result<Receipt, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        let req = AppendRequest {
+            actor: actor.to_string(),
+            body,
+            reply,
+        };
+        self.tx
+            .send(req)
+            .await
+            .map_err(|_| AppendError::Log(LogError::Closed))?;
+        rx.await.map_err(|_| AppendError::Log(LogError::Closed))?
+    }
+
+    /// Stops accepting appends, lets the writer commit everything already queued, and waits for
+    /// it to finish. Other clones of this `Log` keep working for reads.
+    pub async fn shutdown(self) -> Result<(), LogError> {
+        let Log { tx, writer, .. } = self;
+        drop(tx);
+        let handle = writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            tokio::task::spawn_blocking(move || h.join())
+                .await
+                .map_err(|e| LogError::Internal(e.to_string()))?
+                .map_err(|_| LogError::Internal("writer thread panicked".into()))?;
+        }
+        Ok(())
+    }
+
+    /// The committed tree size.
+    pub fn size(&self) -> u64 {
+        *self.size_rx.borrow()
+    }
+
+    /// A receiver that changes whenever the committed size grows (for live tails).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.size_rx.clone()
+    }
+
+    /// The storage, for reads and proofs.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The signer of checkpoints (origin and verifier key).
+    pub fn checkpointer(&self) -> &Checkpointer {
+        &self.checkpointer
+    }
+
+    /// The latest signed checkpoint, as stored with the last committed group.
+    pub fn latest_checkpoint(&self) -> Result<SignedCheckpoint, LogError> {
+        self.store.latest_checkpoint()
+    }
+
+    /// A checkpoint for an earlier size, signed now over the root recomputed from stored hashes.
+    /// The size must not exceed the committed size.
+    pub fn checkpoint_at(&self, size: u64) -> Result<SignedCheckpoint, LogError> {
+        let current = self.size();
+        if size > current {
+            return Err(LogError::OutOfRange {
+                requested: size,
+                size: current,
+            });
+        }
+        let latest = self.store.latest_checkpoint()?;
+        if latest.size == size {
+            return Ok(latest);
+        }
+        let root = self.store.root_at(size, current)?;
+        self.checkpointer.sign(size, root)
+    }
+
+    /// Inclusion proof of entry `index` in the tree of `tree_size` entries.
+    pub fn inclusion_proof(&self, index: u64, tree_size: u64) -> Result<Vec<Hash>, LogError> {
+        self.store.inclusion_proof(index, tree_size, self.size())
+    }
+
+    /// Consistency proof from `old_size` to `new_size`.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LogError> {
+        self.store
+            .consistency_proof(old_size, new_size, self.size())
+    }
+
+    /// The root hash of the tree at `size`.
+    pub fn root_at(&self, size: u64) -> Result<Hash, LogError> {
+        self.store.root_at(size, self.size())
+    }
+
+    /// Waits until the committed size exceeds `have`, or the log closes (returns `None`).
+    pub async fn wait_beyond(&self, have: u64) -> Option<u64> {
+        let mut rx = self.size_rx.clone();
+        loop {
+            let now = *rx.borrow_and_update();
+            if now > have {
+                return Some(now);
+            }
+            if rx.changed().await.is_err() {
+                let now = *rx.borrow();
+                return (now > have).then_some(now);
+            }
+        }
+    }
+}
+
+/// How long a graceful shutdown waits for the writer before giving up.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

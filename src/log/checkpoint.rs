@@ -1,0 +1,179 @@
+//! The log's Ed25519 key and C2SP signed checkpoints.
+//!
+//! A checkpoint is C2SP `tlog-checkpoint` text (origin, decimal size, base64 root) signed as a
+//! C2SP `signed-note`. The key's name is the origin, so the verifier key string is
+//! `origin+keyhash+base64`, exactly what Go's `sumdb/note` and the `signed_note` crate take.
+//!
+//! The key is created on first open as `log.key` in the data directory: 32 random bytes of seed,
+//! base64, written to a temporary file with mode 0600, fsynced, renamed into place, and the
+//! directory fsynced, so a crash never leaves a half-written key.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use signed_note::{Note, StandardVerifier, VerifierList};
+use tlog_tiles::{Checkpoint, Hash};
+
+use super::error::LogError;
+
+/// File name of the signing key in the data directory.
+pub const KEY_FILE: &str = "log.key";
+
+/// A checkpoint and the signed note that carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedCheckpoint {
+    pub size: u64,
+    pub root: Hash,
+    /// The full signed note text (checkpoint body, blank line, signature lines).
+    pub note: String,
+}
+
+/// Signs checkpoints with the data directory's key.
+pub struct Checkpointer {
+    origin: String,
+    key: SigningKey,
+    key_id: u32,
+    verifier_key: String,
+}
+
+impl Checkpointer {
+    /// Loads the key from `dir`, or creates it on first use.
+    pub fn load_or_create(dir: &Path, origin: &str) -> Result<Checkpointer, LogError> {
+        if !signed_note::is_key_name_valid(origin) {
+            return Err(LogError::InvalidArgument(format!(
+                "origin {origin:?} is not a valid signed-note key name (non-empty, no spaces or '+')"
+            )));
+        }
+        let path = dir.join(KEY_FILE);
+        let key = match fs::read_to_string(&path) {
+            Ok(text) => decode_key(&text)
+                .ok_or_else(|| LogError::Corrupt(format!("{} is not a key", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = SigningKey::generate(&mut rand_core::OsRng);
+                write_key_file(dir, &path, &key)?;
+                key
+            }
+            Err(e) => return Err(LogError::io(&path, e)),
+        };
+        Ok(Self::from_key(origin, key))
+    }
+
+    /// A checkpointer for a key held in memory (tests and benchmarks).
+    pub fn from_key(origin: &str, key: SigningKey) -> Checkpointer {
+        let vk = key.verifying_key();
+        let key_id = signed_note::key_id(origin, &encoded_public_key(&vk));
+        Checkpointer {
+            origin: origin.to_string(),
+            key_id,
+            verifier_key: signed_note::new_ed25519_verifier_key(origin, &vk),
+            key,
+        }
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The `origin+keyhash+base64` verifier key.
+    pub fn verifier_key(&self) -> &str {
+        &self.verifier_key
+    }
+
+    /// Signs the checkpoint for a tree of `size` entries with root `root`.
+    pub fn sign(&self, size: u64, root: Hash) -> Result<SignedCheckpoint, LogError> {
+        let body = Checkpoint::new(&self.origin, size, root, "")
+            .map_err(|e| LogError::Internal(e.to_string()))?
+            .to_bytes();
+        let mut note = Note::new(&body, &[]).map_err(|e| LogError::Internal(e.to_string()))?;
+        note.add_sigs(&[self])
+            .map_err(|e| LogError::Internal(e.to_string()))?;
+        let note =
+            String::from_utf8(note.to_bytes()).map_err(|e| LogError::Internal(e.to_string()))?;
+        Ok(SignedCheckpoint { size, root, note })
+    }
+
+    /// Verifies a signed checkpoint note against this log's key and origin.
+    pub fn verify(&self, note: &[u8]) -> Result<SignedCheckpoint, LogError> {
+        verify_checkpoint(note, &self.verifier_key, &self.origin)
+    }
+}
+
+impl signed_note::Signer for Checkpointer {
+    fn name(&self) -> &str {
+        &self.origin
+    }
+
+    fn key_id(&self) -> u32 {
+        self.key_id
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
+        Ok(self.key.sign(msg).to_bytes().to_vec())
+    }
+}
+
+/// Verifies a signed checkpoint with a verifier key, as an auditor would.
+pub fn verify_checkpoint(
+    note: &[u8],
+    verifier_key: &str,
+    origin: &str,
+) -> Result<SignedCheckpoint, LogError> {
+    let bad = |why: String| LogError::Corrupt(format!("checkpoint: {why}"));
+    let verifier = StandardVerifier::new(verifier_key).map_err(|e| bad(e.to_string()))?;
+    let parsed = Note::from_bytes(note).map_err(|e| bad(e.to_string()))?;
+    parsed
+        .verify(&VerifierList::new(vec![Box::new(verifier)]))
+        .map_err(|e| bad(e.to_string()))?;
+    let cp = Checkpoint::from_bytes(parsed.text()).map_err(|e| bad(e.to_string()))?;
+    if cp.origin() != origin {
+        return Err(bad(format!(
+            "origin {:?}, expected {origin:?}",
+            cp.origin()
+        )));
+    }
+    Ok(SignedCheckpoint {
+        size: cp.size(),
+        root: *cp.hash(),
+        note: String::from_utf8_lossy(note).into_owned(),
+    })
+}
+
+fn encoded_public_key(vk: &VerifyingKey) -> Vec<u8> {
+    // Algorithm byte 0x01 (Ed25519) followed by the key, as C2SP signed-note defines.
+    let mut v = vec![0x01];
+    v.extend_from_slice(vk.as_bytes());
+    v
+}
+
+fn decode_key(text: &str) -> Option<SigningKey> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
+    let seed: [u8; 32] = raw.try_into().ok()?;
+    Some(SigningKey::from_bytes(&seed))
+}
+
+fn write_key_file(dir: &Path, path: &Path, key: &SigningKey) -> Result<(), LogError> {
+    let tmp = dir.join(format!("{KEY_FILE}.tmp"));
+    let text = base64::engine::general_purpose::STANDARD.encode(key.to_bytes()) + "\n";
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(|e| LogError::io(&tmp, e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| LogError::io(&tmp, e))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(|e| LogError::io(path, e))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(dir, e))?;
+    Ok(())
+}

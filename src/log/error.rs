@@ -1,0 +1,61 @@
+//! Errors of the log layer. Callers tell them apart (the API maps them to gRPC codes in one
+//! place, `api::error`).
+
+use std::path::Path;
+
+use super::apply::Rejection;
+
+/// What can go wrong in the log engine.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A proof, root or checkpoint was asked for beyond the current tree.
+    #[error("size {requested} is beyond the tree (current size {size})")]
+    OutOfRange { requested: u64, size: u64 },
+    /// An argument that can never be valid (e.g. an index not below the tree size asked about).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// No entry has this leaf hash.
+    #[error("no entry with leaf hash {0}")]
+    UnknownLeaf(String),
+    /// The stored log does not match its signed checkpoint, or an entry fails verification.
+    #[error("log verification failed at index {index}: {reason}")]
+    Tampered { index: u64, reason: String },
+    /// Stored state that cannot be read as what it must be (not tied to one entry).
+    #[error("corrupt storage: {0}")]
+    Corrupt(String),
+    /// The data directory was created with another origin.
+    #[error("data directory has origin {stored:?}, but {requested:?} was asked for")]
+    OriginMismatch { stored: String, requested: String },
+    #[error("storage error: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the log is closed")]
+    Closed,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl LogError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        LogError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Why an append did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The domain layer refused the entry (validation against current state, a duplicate
+    /// request); nothing was written.
+    #[error(transparent)]
+    Rejected(Rejection),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}

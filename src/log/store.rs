@@ -1,0 +1,319 @@
+//! The sled layout of the log, and everything computed from it: roots and proofs.
+//!
+//! One sled tree holds everything, so that one `apply_batch` commits a whole group atomically
+//! (a sled batch covers a single tree). Keys, by first byte:
+//!
+//! | key                              | value                         | written by        |
+//! |----------------------------------|-------------------------------|-------------------|
+//! | `e` ‖ be64(index)                | the entry's exact bytes       | writer            |
+//! | `h` ‖ be64(stored hash index)    | 32-byte hash (sumdb order)    | writer            |
+//! | `l` ‖ leaf hash                  | be64(index)                   | writer            |
+//! | `m` ‖ `size`                     | be64(tree size)               | writer            |
+//! | `m` ‖ `checkpoint`               | latest signed checkpoint note | writer            |
+//! | `m` ‖ `origin`                   | the checkpoint origin         | first open        |
+//! | `x` ‖ …                          | domain indexes                | writer, via Apply |
+//!
+//! Stored hashes follow Go's `sumdb/tlog` "stored hash index" order: appending entry `n` writes
+//! `1 + trailing_ones(n)` hashes at consecutive indexes starting at `stored_hash_index(0, n)`,
+//! so an append writes about two hashes and any root or proof reads O(log n) of them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tlog_tiles::{Hash, HashReader};
+
+use super::apply::IndexView;
+use super::checkpoint::{Checkpointer, SignedCheckpoint};
+use super::error::LogError;
+use super::DEFAULT_ORIGIN;
+
+pub(crate) const ENTRY: u8 = b'e';
+pub(crate) const HASH: u8 = b'h';
+pub(crate) const LEAF: u8 = b'l';
+pub(crate) const META_SIZE: &[u8] = b"msize";
+pub(crate) const META_CHECKPOINT: &[u8] = b"mcheckpoint";
+pub(crate) const META_ORIGIN: &[u8] = b"morigin";
+
+pub(crate) fn key(prefix: u8, n: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+pub(crate) fn leaf_key(h: &Hash) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = LEAF;
+    k[1..].copy_from_slice(&h.0);
+    k
+}
+
+pub(crate) fn be64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+/// RFC 6962 leaf hash: SHA-256(0x00 ‖ data).
+pub fn leaf_hash(data: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(data);
+    Hash(h.finalize().into())
+}
+
+/// The log's storage. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+    data_file: Arc<PathBuf>,
+}
+
+impl Store {
+    /// Opens the sled database under `dir/sled`.
+    pub fn open(dir: &Path) -> Result<Store, LogError> {
+        let path = dir.join("sled");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(256 * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let tree: sled::Tree = (*db).clone();
+        Ok(Store {
+            db,
+            tree,
+            // sled 0.34 keeps all pages in one file, `db`, inside its directory.
+            data_file: Arc::new(path.join("db")),
+        })
+    }
+
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// Read-only access to the domain indexes.
+    pub fn indexes(&self) -> IndexView {
+        IndexView::new(self.tree.clone())
+    }
+
+    /// Makes everything applied so far durable: sled's flush, then an fdatasync of its data
+    /// file (sled 0.34's flush uses sync_file_range, which does not reach the disk; sled #1452).
+    pub(crate) fn sync(&self) -> Result<(), LogError> {
+        self.db.flush()?;
+        let f =
+            std::fs::File::open(&*self.data_file).map_err(|e| LogError::io(&self.data_file, e))?;
+        f.sync_data().map_err(|e| LogError::io(&self.data_file, e))
+    }
+
+    /// Settles the origin on open: the stored one, or the requested one on a new directory.
+    pub(crate) fn settle_origin(&self, requested: Option<&str>) -> Result<String, LogError> {
+        let stored = self
+            .tree
+            .get(META_ORIGIN)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        match (stored, requested) {
+            (Some(s), Some(r)) if s != r => Err(LogError::OriginMismatch {
+                stored: s,
+                requested: r.to_string(),
+            }),
+            (Some(s), _) => Ok(s),
+            (None, r) => {
+                let origin = r.unwrap_or(DEFAULT_ORIGIN).to_string();
+                self.tree.insert(META_ORIGIN, origin.as_bytes())?;
+                self.sync()?;
+                Ok(origin)
+            }
+        }
+    }
+
+    /// The committed tree size.
+    pub fn size(&self) -> Result<u64, LogError> {
+        match self.tree.get(META_SIZE)? {
+            None => Ok(0),
+            Some(v) => be64(&v).ok_or_else(|| LogError::Corrupt("tree size".into())),
+        }
+    }
+
+    /// The latest signed checkpoint as committed with the last group.
+    pub fn latest_checkpoint(&self) -> Result<SignedCheckpoint, LogError> {
+        let note = self
+            .tree
+            .get(META_CHECKPOINT)?
+            .ok_or_else(|| LogError::Corrupt("no checkpoint stored".into()))?;
+        let text = String::from_utf8(note.to_vec())
+            .map_err(|_| LogError::Corrupt("checkpoint is not UTF-8".into()))?;
+        let body = text.split("\n\n").next().unwrap_or_default();
+        let cp = tlog_tiles::Checkpoint::from_bytes(format!("{body}\n").as_bytes())
+            .map_err(|_| LogError::Corrupt("stored checkpoint is malformed".into()))?;
+        Ok(SignedCheckpoint {
+            size: cp.size(),
+            root: *cp.hash(),
+            note: text,
+        })
+    }
+
+    /// The stored bytes of entry `index`.
+    pub fn entry(&self, index: u64) -> Result<Option<sled::IVec>, LogError> {
+        Ok(self.tree.get(key(ENTRY, index))?)
+    }
+
+    /// Entries `[start, end)` in order, with their indexes.
+    pub fn entries(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec), LogError>> + '_ {
+        self.tree
+            .range(key(ENTRY, start)..key(ENTRY, end))
+            .map(|kv| {
+                let (k, v) = kv?;
+                let idx = be64(&k[1..]).ok_or_else(|| LogError::Corrupt("entry key".into()))?;
+                Ok((idx, v))
+            })
+    }
+
+    /// The index of the entry with this leaf hash, if any.
+    pub fn index_of(&self, leaf: &Hash) -> Result<Option<u64>, LogError> {
+        match self.tree.get(leaf_key(leaf))? {
+            None => Ok(None),
+            Some(v) => be64(&v)
+                .map(Some)
+                .ok_or_else(|| LogError::Corrupt("leaf index".into())),
+        }
+    }
+
+    /// The stored leaf hash of entry `index`.
+    pub fn leaf_hash_at(&self, index: u64) -> Result<Hash, LogError> {
+        let idx = tlog_tiles::stored_hash_index(0, index);
+        let mut v = self.read(&[idx])?;
+        v.pop()
+            .ok_or_else(|| LogError::Corrupt(format!("no leaf hash for {index}")))
+    }
+
+    fn read(&self, indexes: &[u64]) -> Result<Vec<Hash>, LogError> {
+        indexes
+            .iter()
+            .map(|&i| {
+                let v = self
+                    .tree
+                    .get(key(HASH, i))?
+                    .ok_or_else(|| LogError::Corrupt(format!("stored hash {i} missing")))?;
+                let arr: [u8; 32] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| LogError::Corrupt(format!("stored hash {i} has wrong length")))?;
+                Ok(Hash(arr))
+            })
+            .collect()
+    }
+
+    fn check_size(&self, size: u64, current: u64) -> Result<(), LogError> {
+        if size > current {
+            return Err(LogError::OutOfRange {
+                requested: size,
+                size: current,
+            });
+        }
+        Ok(())
+    }
+
+    /// The root of the tree at `size` (≤ `current`), from stored hashes.
+    pub fn root_at(&self, size: u64, current: u64) -> Result<Hash, LogError> {
+        self.check_size(size, current)?;
+        tlog_tiles::tree_hash(size, &Reader(self)).map_err(proof_error)
+    }
+
+    /// Inclusion proof for entry `index` in the tree of `tree_size` entries.
+    pub fn inclusion_proof(
+        &self,
+        index: u64,
+        tree_size: u64,
+        current: u64,
+    ) -> Result<Vec<Hash>, LogError> {
+        self.check_size(tree_size, current)?;
+        if index >= tree_size {
+            return Err(LogError::OutOfRange {
+                requested: index,
+                size: tree_size,
+            });
+        }
+        tlog_tiles::prove_record(tree_size, index, &Reader(self)).map_err(proof_error)
+    }
+
+    /// Consistency proof from `old` to `new` entries.
+    pub fn consistency_proof(
+        &self,
+        old: u64,
+        new: u64,
+        current: u64,
+    ) -> Result<Vec<Hash>, LogError> {
+        self.check_size(new, current)?;
+        if old > new {
+            return Err(LogError::InvalidArgument(format!(
+                "old size {old} is larger than new size {new}"
+            )));
+        }
+        if old == 0 || old == new {
+            // RFC 9162 §2.1.4: the proof between equal sizes, or from the empty tree, is empty.
+            return Ok(Vec::new());
+        }
+        tlog_tiles::prove_tree(new, old, &Reader(self)).map_err(proof_error)
+    }
+
+    /// The start-up check: the stored root must match the last signed checkpoint, whose
+    /// signature must verify; with `rehash`, every entry is re-hashed and the tree rebuilt from
+    /// the entries must match too. A mismatch names the first bad index.
+    pub(crate) fn startup_check(&self, cp: &Checkpointer, rehash: bool) -> Result<(), LogError> {
+        let size = self.size()?;
+        if size == 0 && self.tree.get(META_CHECKPOINT)?.is_none() {
+            return Ok(());
+        }
+        let stored = self.latest_checkpoint()?;
+        cp.verify(stored.note.as_bytes())?;
+        if stored.size != size {
+            return Err(LogError::Corrupt(format!(
+                "checkpoint size {} differs from stored size {size}",
+                stored.size
+            )));
+        }
+        let root = self.root_at(size, size);
+        let quick_ok = matches!(&root, Ok(r) if *r == stored.root);
+        if quick_ok && !rehash {
+            return Ok(());
+        }
+        if quick_ok {
+            if let Ok(r) = super::verify::rehash_root(self, size) {
+                if r == stored.root {
+                    return Ok(());
+                }
+            }
+        }
+        // Something differs: the full audit names the first bad index.
+        let report = super::verify::verify(self, cp, &mut |_| {})?;
+        match report.first_bad_index {
+            Some(index) => Err(LogError::Tampered {
+                index,
+                reason: report.error,
+            }),
+            None => Err(LogError::Corrupt(format!(
+                "stored root does not match the signed checkpoint: {}",
+                report.error
+            ))),
+        }
+    }
+}
+
+/// Reads stored hashes for `tlog_tiles`.
+pub(crate) struct Reader<'a>(pub &'a Store);
+
+impl HashReader for Reader<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        self.0
+            .read(indexes)
+            .map_err(|e| tlog_tiles::Error::InvalidInput(e.to_string()))
+    }
+}
+
+fn proof_error(e: tlog_tiles::Error) -> LogError {
+    LogError::Corrupt(format!("reading the tree: {e}"))
+}

@@ -1,0 +1,223 @@
+//! The full audit of a log directory: what `claimledger verify` and the VerifyLog RPC run.
+//!
+//! In one pass over the entries in index order it decodes each envelope, checks its index and
+//! its `prev_hash` link, re-hashes its exact bytes, rebuilds the RFC 6962 tree with a compact
+//! stack of subtree roots, and compares every hash it produces with the stored hash at the same
+//! stored-hash index (read in the same sequential order, since sumdb's order is append order).
+//! At the end it compares the rebuilt root with the signed checkpoint and checks the signature.
+//! The first disagreement is reported with the index of the entry it belongs to.
+
+use prost::Message;
+use tlog_tiles::Hash;
+
+use super::checkpoint::Checkpointer;
+use super::entry::{Envelope, ZERO_HASH};
+use super::error::LogError;
+use super::store::{self, leaf_hash, Store};
+
+/// Progress of a running audit.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyProgress {
+    pub checked: u64,
+    pub total: u64,
+}
+
+/// The result of an audit.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub size: u64,
+    pub checked: u64,
+    pub root: Option<Hash>,
+    pub first_bad_index: Option<u64>,
+    /// Empty when everything verified.
+    pub error: String,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.first_bad_index.is_none() && self.error.is_empty()
+    }
+}
+
+/// How often progress is reported.
+const PROGRESS_EVERY: u64 = 1 << 16;
+
+fn node(l: &Hash, r: &Hash) -> Hash {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(l.0);
+    h.update(r.0);
+    Hash(h.finalize().into())
+}
+
+/// A compact Merkle range: the roots of the complete subtrees covering `[0, n)`, largest first.
+#[derive(Default)]
+pub(crate) struct Compact {
+    stack: Vec<Hash>,
+    n: u64,
+}
+
+impl Compact {
+    /// Adds a leaf; `out` receives the hashes sumdb stores for it (leaf first, then every
+    /// subtree it completes), in stored-hash-index order.
+    pub(crate) fn push(&mut self, leaf: Hash, out: &mut Vec<Hash>) {
+        out.clear();
+        out.push(leaf);
+        let mut h = leaf;
+        let mut n = self.n;
+        while n & 1 == 1 {
+            // A trailing one bit means a complete left sibling of the same height is waiting.
+            let left = self.stack.pop().unwrap_or(ZERO_HASH);
+            h = node(&left, &h);
+            out.push(h);
+            n >>= 1;
+        }
+        self.stack.push(h);
+        self.n += 1;
+    }
+
+    /// The RFC 6962 root of the leaves pushed so far.
+    pub(crate) fn root(&self) -> Hash {
+        let mut it = self.stack.iter().rev();
+        let Some(mut acc) = it.next().copied() else {
+            return tlog_tiles::EMPTY_HASH;
+        };
+        for left in it {
+            acc = node(left, &acc);
+        }
+        acc
+    }
+}
+
+/// Re-hashes every entry below `size` and returns the root of the tree they form, without
+/// decoding or comparing anything else (the start-up leaf check).
+pub(crate) fn rehash_root(store: &Store, size: u64) -> Result<Hash, LogError> {
+    let mut c = Compact::default();
+    let mut scratch = Vec::new();
+    let mut expect = 0;
+    for kv in store.entries(0, size) {
+        let (i, bytes) = kv?;
+        if i != expect {
+            return Err(LogError::Tampered {
+                index: expect,
+                reason: "entry missing".into(),
+            });
+        }
+        c.push(leaf_hash(&bytes), &mut scratch);
+        expect += 1;
+    }
+    if expect != size {
+        return Err(LogError::Tampered {
+            index: expect,
+            reason: "entry missing".into(),
+        });
+    }
+    Ok(c.root())
+}
+
+/// Runs the full audit, calling `progress` every 65,536 entries and at the end.
+pub fn verify(
+    store: &Store,
+    cp: &Checkpointer,
+    progress: &mut dyn FnMut(VerifyProgress),
+) -> Result<VerifyReport, LogError> {
+    let size = store.size()?;
+    let mut report = VerifyReport {
+        size,
+        checked: 0,
+        root: None,
+        first_bad_index: None,
+        error: String::new(),
+    };
+    let fail = |mut r: VerifyReport, index: u64, why: String| {
+        r.first_bad_index = Some(index);
+        r.error = why;
+        Ok(r)
+    };
+
+    let mut c = Compact::default();
+    let mut produced = Vec::new();
+    let mut prev = ZERO_HASH;
+    let mut hashes = store
+        .tree()
+        .range(store::key(store::HASH, 0)..store::key(store::HASH, u64::MAX));
+    let mut entries = store.entries(0, size);
+    for i in 0..size {
+        let bytes = match entries.next() {
+            Some(Ok((idx, b))) if idx == i => b,
+            Some(Ok(_)) | None => return fail(report, i, "entry missing".into()),
+            Some(Err(e)) => return fail(report, i, format!("reading entry: {e}")),
+        };
+        let env = match Envelope::decode(&bytes[..]) {
+            Ok(env) => env,
+            Err(e) => return fail(report, i, format!("entry does not decode: {e}")),
+        };
+        if env.index != i {
+            return fail(report, i, format!("entry says index {}", env.index));
+        }
+        if env.prev_hash[..] != prev.0[..] {
+            return fail(
+                report,
+                i,
+                "prev_hash does not match the previous entry".into(),
+            );
+        }
+        let leaf = leaf_hash(&bytes);
+        c.push(leaf, &mut produced);
+        for (k, want) in produced.iter().enumerate() {
+            let idx = tlog_tiles::stored_hash_index(0, i) + k as u64;
+            let (stored_at, got) = match hashes.next() {
+                Some(Ok((key, v))) => (store::be64(&key[1..]).unwrap_or(u64::MAX), v),
+                Some(Err(e)) => return fail(report, i, format!("reading stored hash: {e}")),
+                None => return fail(report, i, format!("stored hash {idx} missing")),
+            };
+            if stored_at != idx {
+                return fail(report, i, format!("stored hash {idx} missing"));
+            }
+            if got.as_ref() != &want.0[..] {
+                let what = if k == 0 {
+                    "entry bytes do not match the stored leaf hash".to_string()
+                } else {
+                    format!("stored tree hash {idx} does not match the entries")
+                };
+                return fail(report, i, what);
+            }
+        }
+        prev = leaf;
+        report.checked = i + 1;
+        if report.checked % PROGRESS_EVERY == 0 {
+            progress(VerifyProgress {
+                checked: report.checked,
+                total: size,
+            });
+        }
+    }
+    let root = c.root();
+    report.root = Some(root);
+    progress(VerifyProgress {
+        checked: report.checked,
+        total: size,
+    });
+    if size == 0 {
+        return Ok(report);
+    }
+    let signed = match store.latest_checkpoint() {
+        Ok(s) => s,
+        Err(e) => {
+            report.error = e.to_string();
+            return Ok(report);
+        }
+    };
+    if let Err(e) = cp.verify(signed.note.as_bytes()) {
+        report.error = format!("checkpoint signature: {e}");
+    } else if signed.size != size {
+        report.error = format!(
+            "checkpoint size {} differs from log size {size}",
+            signed.size
+        );
+    } else if signed.root != root {
+        report.error = "rebuilt root differs from the signed checkpoint".into();
+    }
+    Ok(report)
+}

@@ -1,0 +1,278 @@
+//! The single writer: the only code that appends to the log (**Architecture Invariant**).
+//!
+//! It runs on its own OS thread because everything it does blocks (sled, fdatasync, signing).
+//! Each round it takes every request waiting in its bounded queue (up to `max_group`), and for
+//! the whole group:
+//!
+//! 1. builds each entry envelope (index, prev hash, time, actor, body), hashes it, and lets the
+//!    domain layer validate it and stage its index writes ([`Apply`]); a refused entry takes no
+//!    index and its caller gets the refusal;
+//! 2. computes the stored hashes in sumdb order and the new root, and signs one checkpoint;
+//! 3. writes entries, hashes, leaf→index, domain indexes, size and checkpoint as one atomic sled
+//!    batch, flushes, and fdatasyncs sled's data file;
+//! 4. only then answers every request with its receipt (inclusion proof against that checkpoint)
+//!    and publishes the new size to tails.
+//!
+//! If the commit fails, every request of the group gets the error and the in-memory state is
+//! left as it was, so nothing unacknowledged is ever reported as written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use tlog_tiles::{Hash, HashReader};
+use tokio::sync::{mpsc, watch};
+
+use super::apply::{Apply, Ctx, Overlay};
+use super::checkpoint::{Checkpointer, SignedCheckpoint};
+use super::entry::{EntryMeta, Envelope, ZERO_HASH};
+use super::error::{AppendError, LogError};
+use super::store::{self, leaf_hash, Store};
+use super::AppendRequest;
+
+/// What an append returns: where the entry is and the proof that it is there.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub index: u64,
+    pub leaf_hash: Hash,
+    /// A signed checkpoint whose size covers the entry.
+    pub checkpoint: SignedCheckpoint,
+    /// Inclusion proof of the entry against `checkpoint`.
+    pub inclusion_proof: Vec<Hash>,
+}
+
+pub(crate) fn spawn(
+    store: Store,
+    checkpointer: Arc<Checkpointer>,
+    apply: Arc<dyn Apply>,
+    rx: mpsc::Receiver<AppendRequest>,
+    size_tx: watch::Sender<u64>,
+    max_group: usize,
+) -> Result<std::thread::JoinHandle<()>, LogError> {
+    let size = store.size()?;
+    let last = if size == 0 {
+        ZERO_HASH
+    } else {
+        store.leaf_hash_at(size - 1)?
+    };
+    let mut w = Writer {
+        store,
+        checkpointer,
+        apply,
+        size,
+        last,
+        failed: None,
+    };
+    std::thread::Builder::new()
+        .name("claimledger-writer".into())
+        .spawn(move || w.run(rx, size_tx, max_group))
+        .map_err(|e| LogError::Internal(format!("spawning the writer: {e}")))
+}
+
+struct Writer {
+    store: Store,
+    checkpointer: Arc<Checkpointer>,
+    apply: Arc<dyn Apply>,
+    /// Committed size and the leaf hash of the last committed entry.
+    size: u64,
+    last: Hash,
+    /// Set when a commit failed: sled may then hold more than memory says, so the writer
+    /// refuses all further appends rather than risk writing an index twice (as neon does on
+    /// fsync failure, the process must restart and re-run the start-up check).
+    failed: Option<String>,
+}
+
+/// Stored hashes staged by the group, read before sled's.
+struct GroupReader<'a> {
+    store: &'a Store,
+    pending: &'a HashMap<u64, Hash>,
+}
+
+impl HashReader for GroupReader<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        let mut out = Vec::with_capacity(indexes.len());
+        for i in indexes {
+            match self.pending.get(i) {
+                Some(h) => out.push(*h),
+                None => out.extend(store::Reader(self.store).read_hashes(&[*i])?),
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct Staged {
+    reply: tokio::sync::oneshot::Sender<Result<Receipt, AppendError>>,
+    index: u64,
+    leaf: Hash,
+}
+
+impl Writer {
+    fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<AppendRequest>,
+        size_tx: watch::Sender<u64>,
+        max_group: usize,
+    ) {
+        let mut group = Vec::with_capacity(max_group);
+        while let Some(first) = rx.blocking_recv() {
+            group.push(first);
+            while group.len() < max_group {
+                match rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(std::mem::take(&mut group), &size_tx);
+        }
+        // The channel is closed and drained: every queued request has been answered.
+    }
+
+    fn commit_group(&mut self, group: Vec<AppendRequest>, size_tx: &watch::Sender<u64>) {
+        if let Some(why) = &self.failed {
+            for req in group {
+                let _ = req.reply.send(Err(LogError::Internal(format!(
+                    "the log stopped accepting writes after a failed commit: {why}"
+                ))
+                .into()));
+            }
+            return;
+        }
+        let mut batch = sled::Batch::default();
+        let mut overlay = Overlay::new();
+        let mut pending: HashMap<u64, Hash> = HashMap::new();
+        let mut staged: Vec<Staged> = Vec::with_capacity(group.len());
+        let mut size = self.size;
+        let mut last = self.last;
+        let now = now();
+
+        for req in group {
+            let env = Envelope {
+                index: size,
+                prev_hash: last.0.to_vec(),
+                recorded_at: Some(now),
+                actor: req.actor,
+                body: req.body,
+            };
+            let bytes = env.encode_to_vec();
+            let leaf = leaf_hash(&bytes);
+            let meta = EntryMeta {
+                index: size,
+                leaf_hash: leaf,
+                recorded_at: now,
+                actor: env.actor,
+            };
+            let mut ctx = Ctx::new(self.store.tree(), &overlay);
+            if let Err(e) = self.apply.apply(&mut ctx, &meta, &env.body) {
+                let _ = req.reply.send(Err(AppendError::Rejected(e)));
+                continue;
+            }
+            let writes = ctx.into_writes();
+            let hashes = match tlog_tiles::stored_hashes_for_record_hash(
+                size,
+                leaf,
+                &GroupReader {
+                    store: &self.store,
+                    pending: &pending,
+                },
+            ) {
+                Ok(h) => h,
+                Err(e) => {
+                    let _ = req
+                        .reply
+                        .send(Err(LogError::Corrupt(format!("stored hashes: {e}")).into()));
+                    continue;
+                }
+            };
+            overlay.extend(writes);
+            let first = tlog_tiles::stored_hash_index(0, size);
+            for (i, h) in hashes.iter().enumerate() {
+                pending.insert(first + i as u64, *h);
+                batch.insert(&store::key(store::HASH, first + i as u64)[..], &h.0[..]);
+            }
+            batch.insert(&store::key(store::ENTRY, size)[..], bytes);
+            batch.insert(&store::leaf_key(&leaf)[..], &size.to_be_bytes()[..]);
+            staged.push(Staged {
+                reply: req.reply,
+                index: size,
+                leaf,
+            });
+            size += 1;
+            last = leaf;
+        }
+        if staged.is_empty() {
+            return;
+        }
+
+        let result = self.commit(batch, overlay, &pending, size);
+        match result {
+            Err(e) => {
+                let msg = e.to_string();
+                self.failed = Some(msg.clone());
+                for s in staged {
+                    let _ = s.reply.send(Err(
+                        LogError::Internal(format!("commit failed: {msg}")).into()
+                    ));
+                }
+            }
+            Ok(checkpoint) => {
+                self.size = size;
+                self.last = last;
+                size_tx.send_replace(size);
+                for s in staged {
+                    let receipt = self
+                        .store
+                        .inclusion_proof(s.index, size, size)
+                        .map(|inclusion_proof| Receipt {
+                            index: s.index,
+                            leaf_hash: s.leaf,
+                            checkpoint: checkpoint.clone(),
+                            inclusion_proof,
+                        })
+                        .map_err(AppendError::from);
+                    let _ = s.reply.send(receipt);
+                }
+            }
+        }
+    }
+
+    fn commit(
+        &self,
+        mut batch: sled::Batch,
+        overlay: Overlay,
+        pending: &HashMap<u64, Hash>,
+        size: u64,
+    ) -> Result<SignedCheckpoint, LogError> {
+        let root = tlog_tiles::tree_hash(
+            size,
+            &GroupReader {
+                store: &self.store,
+                pending,
+            },
+        )
+        .map_err(|e| LogError::Corrupt(format!("tree hash: {e}")))?;
+        let checkpoint = self.checkpointer.sign(size, root)?;
+        for (k, v) in overlay {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch.insert(store::META_SIZE, &size.to_be_bytes()[..]);
+        batch.insert(store::META_CHECKPOINT, checkpoint.note.as_bytes());
+        self.store.tree().apply_batch(batch)?;
+        self.store.sync()?;
+        Ok(checkpoint)
+    }
+}
+
+fn now() -> pbjson_types::Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    pbjson_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
