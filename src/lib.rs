@@ -5,6 +5,7 @@
 //! puts both behind tonic services; [`cli`] is the command line.
 #![forbid(unsafe_code)]
 
+pub mod claims;
 pub mod log;
 
 /// Generated protobuf and gRPC code for `claimledger.v1`.
