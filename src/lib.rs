@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod claims;
+pub mod ledger;
 pub mod log;
 
 /// Generated protobuf and gRPC code for `claimledger.v1`.

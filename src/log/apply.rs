@@ -45,7 +45,7 @@ fn full_key(key: &[u8]) -> Vec<u8> {
 }
 
 /// Staged writes of one group: key (with prefix) → new value, or `None` for a removal.
-pub(crate) type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+pub type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// Read-your-writes access to the domain indexes while an entry is being applied.
 pub struct Ctx<'a> {
@@ -55,7 +55,7 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub(crate) fn new(tree: &'a sled::Tree, group: &'a Overlay) -> Self {
+    pub fn new(tree: &'a sled::Tree, group: &'a Overlay) -> Self {
         Ctx {
             tree,
             group,
@@ -63,7 +63,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    pub(crate) fn into_writes(self) -> Overlay {
+    pub fn into_writes(self) -> Overlay {
         self.local
     }
 

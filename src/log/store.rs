@@ -91,6 +91,11 @@ impl Store {
         &self.tree
     }
 
+    /// The sled tree the domain indexes live in, for offline rebuilding (`reindex`) only.
+    pub fn indexes_tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
     /// Read-only access to the domain indexes.
     pub fn indexes(&self) -> IndexView {
         IndexView::new(self.tree.clone())
@@ -98,7 +103,7 @@ impl Store {
 
     /// Makes everything applied so far durable: sled's flush, then an fdatasync of its data
     /// file (sled 0.34's flush uses sync_file_range, which does not reach the disk; sled #1452).
-    pub(crate) fn sync(&self) -> Result<(), LogError> {
+    pub fn sync(&self) -> Result<(), LogError> {
         self.db.flush()?;
         let f =
             std::fs::File::open(&*self.data_file).map_err(|e| LogError::io(&self.data_file, e))?;

@@ -1,0 +1,81 @@
+//! The claims ledger: the domain's state kept on top of the log.
+//!
+//! Every change is a log entry whose body is a `claimledger.v1.Change`. From those entries the
+//! ledger derives sled indexes (records per source and claim, and lookup indexes by kind,
+//! status, claimant, place, event time and words) so reads never scan the log. The indexes are
+//! written by [`apply::LedgerApply`] inside the log's writer, in the same atomic batch as the
+//! entry they derive from, and can be rebuilt from the log alone ([`reindex`]).
+//!
+//! - [`keys`]: the index key layout.
+//! - [`apply`]: validation against current state, idempotency, and index writes.
+//! - [`read`]: records, statuses (now or as of an earlier size) and list queries.
+//! - [`error`]: the domain errors the API maps to gRPC codes.
+
+pub mod apply;
+pub mod error;
+pub mod keys;
+pub mod read;
+
+pub use apply::LedgerApply;
+pub use error::LedgerError;
+pub use read::Reader;
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::log::{self, Apply, Envelope, LogError, Store};
+
+/// A server-assigned id: `prefix` and 12 hex digits of SHA-256 over the request id. Stable for
+/// a retried request, short and URL-safe.
+pub fn derive_id(prefix: &str, request_id: &str) -> String {
+    let d = Sha256::digest(format!("claimledger-id\0{prefix}\0{request_id}").as_bytes());
+    let mut id = String::with_capacity(prefix.len() + 13);
+    id.push_str(prefix);
+    id.push('-');
+    for b in &d[..6] {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
+/// Rebuilds every domain index from the log: removes all index keys, then applies each entry
+/// in order. Run offline (`claimledger reindex`), with no server on the directory.
+pub fn reindex(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, LogError> {
+    let tree = store.indexes_tree();
+    let mut batch = sled::Batch::default();
+    for k in tree.scan_prefix([log::apply::INDEX_PREFIX]).keys() {
+        batch.remove(k?);
+    }
+    tree.apply_batch(batch)?;
+    let size = store.size()?;
+    let apply = LedgerApply;
+    let mut group = log::apply::Overlay::new();
+    for kv in store.entries(0, size) {
+        let (i, bytes) = kv?;
+        let env = Envelope::decode(&bytes[..]).map_err(|e| LogError::Tampered {
+            index: i,
+            reason: format!("entry does not decode: {e}"),
+        })?;
+        let meta = log::EntryMeta::of(&env, log::store::leaf_hash(&bytes));
+        let mut ctx = log::Ctx::new(tree, &group);
+        // An entry the ledger refuses now was refused when written too, so it cannot be in the
+        // log; if it is, the indexes are rebuilt without it and the refusal is reported.
+        if let Err(e) = apply.apply(&mut ctx, &meta, &env.body) {
+            return Err(LogError::Corrupt(format!("entry {i} does not apply: {e}")));
+        }
+        group.extend(ctx.into_writes());
+        if group.len() > 50_000 || i + 1 == size {
+            let mut batch = sled::Batch::default();
+            for (k, v) in std::mem::take(&mut group) {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            tree.apply_batch(batch)?;
+        }
+        progress(i + 1, size);
+    }
+    store.sync()?;
+    Ok(size)
+}

@@ -1,0 +1,387 @@
+//! Reads of the ledger: records, statuses now or as of an earlier log size, and list queries.
+//! Every read goes through an index; none scans the log.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use prost::Message;
+
+use super::error::{not_found, LedgerError};
+use super::keys::{self, join};
+use crate::claims::policy::{self, Outcome, PolicyInput};
+use crate::claims::validate::words;
+use crate::log::{Envelope, IndexView, Log};
+use crate::pb;
+
+/// Looks a source record up by id.
+pub(crate) type SourceLookup<'a> =
+    dyn FnMut(&str) -> Result<Option<pb::GetSourceResponse>, LedgerError> + 'a;
+
+/// The source as it stood before log size `as_of` (None: now), or None if not yet registered.
+fn source_as_of(rec: &pb::GetSourceResponse, as_of: Option<u64>) -> Option<pb::Source> {
+    let mut s = rec.source.clone()?;
+    if let Some(n) = as_of {
+        if s.registered_index >= n {
+            return None;
+        }
+        if let Some(g) = rec.grades.iter().rev().find(|g| g.index < n) {
+            s.reliability = g.reliability;
+        }
+    }
+    Some(s)
+}
+
+/// Keeps only what was logged before size `as_of`.
+pub(crate) fn record_as_of(rec: &pb::GetClaimResponse, as_of: u64) -> pb::GetClaimResponse {
+    let mut r = rec.clone();
+    r.evidence.retain(|e| e.index < as_of);
+    r.verdicts.retain(|v| v.index < as_of);
+    if r.retraction.as_ref().is_some_and(|x| x.index >= as_of) {
+        r.retraction = None;
+    }
+    r.entry_indexes.retain(|i| *i < as_of);
+    r
+}
+
+/// Runs the policy on a claim record (already cut to `as_of` if given), with sources as of then.
+pub(crate) fn outcome(
+    rec: &pb::GetClaimResponse,
+    as_of: Option<u64>,
+    now_unix: i64,
+    lookup: &mut SourceLookup<'_>,
+) -> Result<Outcome, LedgerError> {
+    let claim = rec
+        .claim
+        .as_ref()
+        .ok_or_else(|| LedgerError::Corrupt("claim record without claim".into()))?;
+    let mut ids: Vec<&str> = vec![&claim.claimant_id];
+    ids.extend(claim.attribution.iter().map(|h| h.source_id.as_str()));
+    for e in &rec.evidence {
+        ids.push(&e.source_id);
+        ids.extend(e.attribution.iter().map(|h| h.source_id.as_str()));
+    }
+    let mut sources = HashMap::new();
+    for id in ids {
+        if id.is_empty() || sources.contains_key(id) {
+            continue;
+        }
+        if let Some(s) = lookup(id)?.as_ref().and_then(|r| source_as_of(r, as_of)) {
+            sources.insert(id.to_string(), s);
+        }
+    }
+    Ok(policy::evaluate(&PolicyInput {
+        claim,
+        evidence: &rec.evidence,
+        verdicts: &rec.verdicts,
+        retraction: rec.retraction.as_ref(),
+        sources: &sources,
+        now_unix,
+    }))
+}
+
+fn decode<M: Message + Default>(v: &[u8], what: &str) -> Result<M, LedgerError> {
+    M::decode(v).map_err(|e| LedgerError::Corrupt(format!("{what}: {e}")))
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// Default and maximum page sizes of list calls.
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 500;
+
+fn page_size(n: u32) -> usize {
+    match n as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+fn bad_token() -> LedgerError {
+    LedgerError::InvalidArgument(crate::claims::validate::FieldError {
+        field: "page_token".into(),
+        message: "is not a token this server issued".into(),
+    })
+}
+
+fn encode_token(tag: u8, body: &[u8]) -> String {
+    let mut raw = vec![tag];
+    raw.extend_from_slice(body);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_token(tag: u8, token: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad_token())?;
+    match raw.split_first() {
+        Some((t, body)) if *t == tag => Ok(Some(body.to_vec())),
+        _ => Err(bad_token()),
+    }
+}
+
+/// The status of a claim, with everything GetClaimStatus returns.
+pub struct StatusAnswer {
+    pub outcome: Outcome,
+    pub as_of_size: u64,
+    /// The record cut to `as_of_size`.
+    pub record: pb::GetClaimResponse,
+}
+
+/// Read access to the ledger.
+#[derive(Clone)]
+pub struct Reader {
+    log: Log,
+    idx: IndexView,
+}
+
+impl Reader {
+    pub fn new(log: Log) -> Reader {
+        let idx = log.store().indexes();
+        Reader { log, idx }
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    fn lookup_source(&self, id: &str) -> Result<Option<pb::GetSourceResponse>, LedgerError> {
+        match self.idx.get(&join(&[keys::SOURCE, id.as_bytes()]))? {
+            None => Ok(None),
+            Some(v) => decode(&v, "source record").map(Some),
+        }
+    }
+
+    pub fn source(&self, id: &str) -> Result<pb::GetSourceResponse, LedgerError> {
+        self.lookup_source(id)?.ok_or_else(|| not_found("source", id))
+    }
+
+    pub fn list_sources(
+        &self,
+        size: u32,
+        token: &str,
+    ) -> Result<(Vec<pb::Source>, String), LedgerError> {
+        let n = page_size(size);
+        let start = match decode_token(b's', token)? {
+            // Resume just after the last id returned.
+            Some(last) => join(&[keys::SOURCE, &last, &[0]]),
+            None => keys::SOURCE.to_vec(),
+        };
+        let mut out = Vec::new();
+        let mut next = String::new();
+        for kv in self.idx.scan_from(keys::SOURCE, &start) {
+            let (_, v) = kv?;
+            let rec: pb::GetSourceResponse = decode(&v, "source record")?;
+            let Some(s) = rec.source else { continue };
+            if out.len() == n {
+                if let Some(last) = out.last().map(|s: &pb::Source| s.id.clone()) {
+                    next = encode_token(b's', last.as_bytes());
+                }
+                break;
+            }
+            out.push(s);
+        }
+        Ok((out, next))
+    }
+
+    fn record(&self, id: &str) -> Result<pb::GetClaimResponse, LedgerError> {
+        match self.idx.get(&join(&[keys::CLAIM, id.as_bytes()]))? {
+            None => Err(not_found("claim", id)),
+            Some(v) => decode(&v, "claim record"),
+        }
+    }
+
+    /// The claim id an evidence id belongs to.
+    pub fn claim_of_evidence(&self, evidence_id: &str) -> Result<String, LedgerError> {
+        match self.idx.get(&join(&[keys::EVIDENCE, evidence_id.as_bytes()]))? {
+            None => Err(not_found("evidence", evidence_id)),
+            Some(v) => Ok(String::from_utf8_lossy(&v).into_owned()),
+        }
+    }
+
+    fn evaluate_now(&self, rec: &pb::GetClaimResponse) -> Result<Outcome, LedgerError> {
+        let mut lookup = |id: &str| self.lookup_source(id);
+        outcome(rec, None, now_unix(), &mut lookup)
+    }
+
+    /// A claim with its evidence, verdicts, retraction, entries and its status now.
+    pub fn claim(&self, id: &str) -> Result<pb::GetClaimResponse, LedgerError> {
+        let mut rec = self.record(id)?;
+        let out = self.evaluate_now(&rec)?;
+        rec.status = out.status as i32;
+        rec.computed_status = out.computed_status as i32;
+        Ok(rec)
+    }
+
+    /// The status of a claim now (`as_of` 0) or as the log stood at size `as_of`.
+    pub fn status(&self, id: &str, as_of: u64) -> Result<StatusAnswer, LedgerError> {
+        let size = self.log.size();
+        if as_of > size {
+            return Err(LedgerError::Log(crate::log::LogError::OutOfRange {
+                requested: as_of,
+                size,
+            }));
+        }
+        let rec = self.record(id)?;
+        if as_of == 0 {
+            let outcome = self.evaluate_now(&rec)?;
+            return Ok(StatusAnswer {
+                outcome,
+                as_of_size: size,
+                record: rec,
+            });
+        }
+        if rec.claim.as_ref().is_none_or(|c| c.index >= as_of) {
+            return Err(LedgerError::NotFound(format!(
+                "claim {id:?} was not in the log at size {as_of}"
+            )));
+        }
+        let cut = record_as_of(&rec, as_of);
+        // "Now" for an earlier size is the time of the last entry then, so deadlines are judged
+        // as they would have been at that moment.
+        let then = self
+            .log
+            .store()
+            .entry(as_of - 1)?
+            .ok_or_else(|| LedgerError::Corrupt(format!("entry {} missing", as_of - 1)))?;
+        let env: Envelope = decode(&then, "entry")?;
+        let now = env.recorded_at.map(|t| t.seconds).unwrap_or_default();
+        let mut lookup = |id: &str| self.lookup_source(id);
+        let outcome = outcome(&cut, Some(as_of), now, &mut lookup)?;
+        Ok(StatusAnswer {
+            outcome,
+            as_of_size: as_of,
+            record: cut,
+        })
+    }
+
+    /// Lists claims matching every filter, in log order, one page at a time.
+    pub fn list_claims(&self, req: &pb::ListClaimsRequest) -> Result<pb::ListClaimsResponse, LedgerError> {
+        let n = page_size(req.page_size);
+        let after = match decode_token(b'c', &req.page_token)? {
+            Some(b) => Some(u64::from_be_bytes(b.try_into().map_err(|_| bad_token())?)),
+            None => None,
+        };
+        let query_words = words(&req.query);
+        let place_words = words(&req.place);
+        let time_filter = req.event_time_from.is_some() || req.event_time_to.is_some();
+        let status_filter = req.status != 0;
+
+        // Drive the scan with the most selective index the request allows; every candidate is
+        // then checked against all filters. Statuses that time alone can change (CLAIMED ↔
+        // INCONCLUSIVE past a deadline) are driven by log order and checked live.
+        let time_sensitive = [pb::Status::Claimed as i32, pb::Status::Inconclusive as i32];
+        let prefix: Vec<u8> = if !req.claimant_id.is_empty() {
+            keys::bucket(keys::CLAIMANT, &req.claimant_id)
+        } else if let Some(w) = place_words.first() {
+            keys::bucket(keys::PLACE, w)
+        } else if let Some(w) = query_words.first() {
+            keys::bucket(keys::WORD, w)
+        } else if req.kind != 0 {
+            keys::enum_bucket(keys::KIND, req.kind)
+        } else if status_filter && !time_sensitive.contains(&req.status) {
+            keys::enum_bucket(keys::STATUS, req.status)
+        } else {
+            keys::ORDER.to_vec()
+        };
+        let start = match after {
+            Some(i) => join(&[&prefix, &(i + 1).to_be_bytes()]),
+            None => prefix.clone(),
+        };
+
+        let mut out = Vec::new();
+        let mut last_index = None;
+        let mut more = false;
+        for kv in self.idx.scan_from(&prefix, &start) {
+            let (k, v) = kv?;
+            let Some(claim_index) = keys::trailing_index(&k) else { continue };
+            let id = String::from_utf8_lossy(&v).into_owned();
+            let rec = self.record(&id)?;
+            let Some(claim) = rec.claim.as_ref() else { continue };
+            if !self.matches(req, claim, &rec, &query_words, &place_words, time_filter) {
+                continue;
+            }
+            let out_status = self.evaluate_now(&rec)?;
+            if status_filter && out_status.status as i32 != req.status {
+                continue;
+            }
+            if out.len() == n {
+                more = true;
+                break;
+            }
+            last_index = Some(claim_index);
+            out.push(pb::ClaimListItem {
+                claim: Some(claim.clone()),
+                status: out_status.status as i32,
+                confirmed: out_status.confirmed,
+            });
+        }
+        let next_page_token = match (more, last_index) {
+            (true, Some(i)) => encode_token(b'c', &i.to_be_bytes()),
+            _ => String::new(),
+        };
+        Ok(pb::ListClaimsResponse {
+            claims: out,
+            next_page_token,
+        })
+    }
+
+    fn matches(
+        &self,
+        req: &pb::ListClaimsRequest,
+        claim: &pb::Claim,
+        _rec: &pb::GetClaimResponse,
+        query_words: &[String],
+        place_words: &[String],
+        time_filter: bool,
+    ) -> bool {
+        if req.kind != 0 && claim.kind != req.kind {
+            return false;
+        }
+        if !req.claimant_id.is_empty() && claim.claimant_id != req.claimant_id {
+            return false;
+        }
+        if !place_words.is_empty() {
+            let text: Vec<&str> = claim
+                .places
+                .iter()
+                .flat_map(|p| [&p.country, &p.admin1, &p.admin2, &p.locality])
+                .map(String::as_str)
+                .collect();
+            let have = words(&text.join(" "));
+            if !place_words.iter().all(|w| have.binary_search(w).is_ok()) {
+                return false;
+            }
+        }
+        if !query_words.is_empty() {
+            let have = words(&format!("{} {} {}", claim.summary, claim.text, claim.tags.join(" ")));
+            if !query_words.iter().all(|w| have.binary_search(w).is_ok()) {
+                return false;
+            }
+        }
+        if time_filter {
+            let Some(t) = &claim.event_time else { return false };
+            let Some(start) = t.start.as_ref().map(|s| s.seconds) else { return false };
+            let end = t.end.as_ref().map(|e| e.seconds).unwrap_or(start);
+            if let Some(from) = &req.event_time_from {
+                if end < from.seconds {
+                    return false;
+                }
+            }
+            if let Some(to) = &req.event_time_to {
+                if start > to.seconds {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
