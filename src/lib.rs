@@ -7,6 +7,7 @@
 
 pub mod claims;
 pub mod ledger;
+pub mod api;
 pub mod log;
 
 /// Generated protobuf and gRPC code for `claimledger.v1`.

@@ -42,7 +42,10 @@ fn slug(field: &str, s: &str) -> Result<(), FieldError> {
         return Err(err(field, "is required"));
     }
     if !is_slug(s) {
-        return Err(err(field, format!("{s:?} must match [a-z0-9][a-z0-9-]{{0,63}}")));
+        return Err(err(
+            field,
+            format!("{s:?} must match [a-z0-9][a-z0-9-]{{0,63}}"),
+        ));
     }
     Ok(())
 }
@@ -235,7 +238,10 @@ pub fn evidence(e: &pb::Evidence) -> Result<(), FieldError> {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
     {
-        return Err(err("evidence.content_sha256", "must be 64 lowercase hex digits"));
+        return Err(err(
+            "evidence.content_sha256",
+            "must be 64 lowercase hex digits",
+        ));
     }
     if !(2..=6).contains(&e.credibility) {
         return Err(err(
@@ -298,7 +304,10 @@ mod tests {
 
     #[test]
     fn words_are_lowercased_and_deduplicated() {
-        assert_eq!(words("Sumy, sumy and DONETSK!"), vec!["and", "donetsk", "sumy"]);
+        assert_eq!(
+            words("Sumy, sumy and DONETSK!"),
+            vec!["and", "donetsk", "sumy"]
+        );
     }
 
     #[test]

@@ -69,7 +69,10 @@ fn apply_change(ctx: &mut Ctx<'_>, meta: &EntryMeta, body: &[u8]) -> Result<(), 
                 change.request_id
             )));
         }
-        ctx.put(&req_key, join(&[&change.request_digest, &meta.index.to_be_bytes()]));
+        ctx.put(
+            &req_key,
+            join(&[&change.request_digest, &meta.index.to_be_bytes()]),
+        );
     }
     let kind = change
         .kind
@@ -113,7 +116,11 @@ fn register_source(
     Ok(())
 }
 
-fn grade_source(ctx: &mut Ctx<'_>, meta: &EntryMeta, g: pb::SourceGrade) -> Result<(), LedgerError> {
+fn grade_source(
+    ctx: &mut Ctx<'_>,
+    meta: &EntryMeta,
+    g: pb::SourceGrade,
+) -> Result<(), LedgerError> {
     let mut rec = require_source(ctx, &g.source_id)?;
     if let Some(s) = rec.source.as_mut() {
         s.reliability = g.reliability;
@@ -125,13 +132,16 @@ fn grade_source(ctx: &mut Ctx<'_>, meta: &EntryMeta, g: pb::SourceGrade) -> Resu
         logged_at: Some(meta.recorded_at),
         actor: meta.actor.clone(),
     });
-    ctx.put(&join(&[keys::SOURCE, g.source_id.as_bytes()]), rec.encode_to_vec());
+    ctx.put(
+        &join(&[keys::SOURCE, g.source_id.as_bytes()]),
+        rec.encode_to_vec(),
+    );
     // A new grade can change the status of every claim whose evidence or claimant involves the
     // source, so their status index entries are recomputed in this same batch.
     let citing = ctx.scan_prefix(&keys::bucket(keys::CITES, &g.source_id))?;
     for (k, _) in citing {
-        let claim_id = String::from_utf8_lossy(&k[keys::CITES.len() + g.source_id.len() + 1..])
-            .into_owned();
+        let claim_id =
+            String::from_utf8_lossy(&k[keys::CITES.len() + g.source_id.len() + 1..]).into_owned();
         let mut rec = claim_record(ctx, &claim_id)?;
         restatus(ctx, meta, &mut rec)?;
         put_claim(ctx, &rec);
@@ -162,7 +172,12 @@ fn restatus(
 ) -> Result<(), LedgerError> {
     let out = {
         let mut lookup = |id: &str| source_record(ctx, id);
-        outcome(rec, None, meta.recorded_at.seconds, &mut lookup as &mut SourceLookup)?
+        outcome(
+            rec,
+            None,
+            meta.recorded_at.seconds,
+            &mut lookup as &mut SourceLookup,
+        )?
     };
     let Some(claim) = &rec.claim else {
         return Ok(());
@@ -181,7 +196,10 @@ fn submit_claim(ctx: &mut Ctx<'_>, meta: &EntryMeta, mut c: pb::Claim) -> Result
     require_source(ctx, &c.claimant_id)?;
     require_hops(ctx, &c.attribution)?;
     if ctx.get(&join(&[keys::CLAIM, c.id.as_bytes()]))?.is_some() {
-        return Err(LedgerError::AlreadyExists(format!("claim {:?} exists", c.id)));
+        return Err(LedgerError::AlreadyExists(format!(
+            "claim {:?} exists",
+            c.id
+        )));
     }
     c.index = meta.index;
     c.logged_at = Some(meta.recorded_at);
@@ -189,8 +207,14 @@ fn submit_claim(ctx: &mut Ctx<'_>, meta: &EntryMeta, mut c: pb::Claim) -> Result
     let idb = id.as_bytes().to_vec();
     let idx = meta.index.to_be_bytes();
     ctx.put(&join(&[keys::ORDER, &idx]), idb.clone());
-    ctx.put(&join(&[&keys::enum_bucket(keys::KIND, c.kind), &idx]), idb.clone());
-    ctx.put(&join(&[&keys::bucket(keys::CLAIMANT, &c.claimant_id), &idx]), idb.clone());
+    ctx.put(
+        &join(&[&keys::enum_bucket(keys::KIND, c.kind), &idx]),
+        idb.clone(),
+    );
+    ctx.put(
+        &join(&[&keys::bucket(keys::CLAIMANT, &c.claimant_id), &idx]),
+        idb.clone(),
+    );
     let place_text: Vec<&str> = c
         .places
         .iter()
@@ -223,13 +247,20 @@ fn submit_claim(ctx: &mut Ctx<'_>, meta: &EntryMeta, mut c: pb::Claim) -> Result
     Ok(())
 }
 
-fn add_evidence(ctx: &mut Ctx<'_>, meta: &EntryMeta, mut e: pb::Evidence) -> Result<(), LedgerError> {
+fn add_evidence(
+    ctx: &mut Ctx<'_>,
+    meta: &EntryMeta,
+    mut e: pb::Evidence,
+) -> Result<(), LedgerError> {
     let mut rec = claim_record(ctx, &e.claim_id)?;
     require_source(ctx, &e.source_id)?;
     require_hops(ctx, &e.attribution)?;
     let ev_key = join(&[keys::EVIDENCE, e.id.as_bytes()]);
     if ctx.get(&ev_key)?.is_some() {
-        return Err(LedgerError::AlreadyExists(format!("evidence {:?} exists", e.id)));
+        return Err(LedgerError::AlreadyExists(format!(
+            "evidence {:?} exists",
+            e.id
+        )));
     }
     ctx.put(&ev_key, e.claim_id.as_bytes().to_vec());
     e.index = meta.index;
@@ -245,7 +276,11 @@ fn add_evidence(ctx: &mut Ctx<'_>, meta: &EntryMeta, mut e: pb::Evidence) -> Res
     Ok(())
 }
 
-fn record_verdict(ctx: &mut Ctx<'_>, meta: &EntryMeta, mut v: pb::Verdict) -> Result<(), LedgerError> {
+fn record_verdict(
+    ctx: &mut Ctx<'_>,
+    meta: &EntryMeta,
+    mut v: pb::Verdict,
+) -> Result<(), LedgerError> {
     let mut rec = claim_record(ctx, &v.claim_id)?;
     for id in &v.evidence_ids {
         if !rec.evidence.iter().any(|e| &e.id == id) {

@@ -161,7 +161,8 @@ impl Reader {
     }
 
     pub fn source(&self, id: &str) -> Result<pb::GetSourceResponse, LedgerError> {
-        self.lookup_source(id)?.ok_or_else(|| not_found("source", id))
+        self.lookup_source(id)?
+            .ok_or_else(|| not_found("source", id))
     }
 
     pub fn list_sources(
@@ -201,7 +202,10 @@ impl Reader {
 
     /// The claim id an evidence id belongs to.
     pub fn claim_of_evidence(&self, evidence_id: &str) -> Result<String, LedgerError> {
-        match self.idx.get(&join(&[keys::EVIDENCE, evidence_id.as_bytes()]))? {
+        match self
+            .idx
+            .get(&join(&[keys::EVIDENCE, evidence_id.as_bytes()]))?
+        {
             None => Err(not_found("evidence", evidence_id)),
             Some(v) => Ok(String::from_utf8_lossy(&v).into_owned()),
         }
@@ -264,7 +268,10 @@ impl Reader {
     }
 
     /// Lists claims matching every filter, in log order, one page at a time.
-    pub fn list_claims(&self, req: &pb::ListClaimsRequest) -> Result<pb::ListClaimsResponse, LedgerError> {
+    pub fn list_claims(
+        &self,
+        req: &pb::ListClaimsRequest,
+    ) -> Result<pb::ListClaimsResponse, LedgerError> {
         let n = page_size(req.page_size);
         let after = match decode_token(b'c', &req.page_token)? {
             Some(b) => Some(u64::from_be_bytes(b.try_into().map_err(|_| bad_token())?)),
@@ -302,10 +309,14 @@ impl Reader {
         let mut more = false;
         for kv in self.idx.scan_from(&prefix, &start) {
             let (k, v) = kv?;
-            let Some(claim_index) = keys::trailing_index(&k) else { continue };
+            let Some(claim_index) = keys::trailing_index(&k) else {
+                continue;
+            };
             let id = String::from_utf8_lossy(&v).into_owned();
             let rec = self.record(&id)?;
-            let Some(claim) = rec.claim.as_ref() else { continue };
+            let Some(claim) = rec.claim.as_ref() else {
+                continue;
+            };
             if !self.matches(req, claim, &rec, &query_words, &place_words, time_filter) {
                 continue;
             }
@@ -362,14 +373,23 @@ impl Reader {
             }
         }
         if !query_words.is_empty() {
-            let have = words(&format!("{} {} {}", claim.summary, claim.text, claim.tags.join(" ")));
+            let have = words(&format!(
+                "{} {} {}",
+                claim.summary,
+                claim.text,
+                claim.tags.join(" ")
+            ));
             if !query_words.iter().all(|w| have.binary_search(w).is_ok()) {
                 return false;
             }
         }
         if time_filter {
-            let Some(t) = &claim.event_time else { return false };
-            let Some(start) = t.start.as_ref().map(|s| s.seconds) else { return false };
+            let Some(t) = &claim.event_time else {
+                return false;
+            };
+            let Some(start) = t.start.as_ref().map(|s| s.seconds) else {
+                return false;
+            };
             let end = t.end.as_ref().map(|e| e.seconds).unwrap_or(start);
             if let Some(from) = &req.event_time_from {
                 if end < from.seconds {

@@ -1,0 +1,102 @@
+//! The gRPC surface: tonic services over the ledger and the log.
+//!
+//! - [`error`]: the one place where log and ledger errors become gRPC status codes.
+//! - [`sources`], [`claims`], [`log`]: the three services of `claimledger.v1`.
+//! - [`auth`]: who is calling (bearer tokens → principal, else `anonymous`).
+//! - [`server`]: assembling the router with health, reflection and limits, and graceful
+//!   shutdown.
+
+pub mod auth;
+pub mod claims;
+pub mod error;
+pub mod log;
+pub mod server;
+pub mod sources;
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tonic::Status;
+
+use crate::ledger::{LedgerError, Reader};
+use crate::log::{AppendError, Log};
+use crate::pb;
+
+/// State shared by the services.
+#[derive(Clone)]
+pub struct Ctx {
+    pub log: Log,
+    pub reader: Reader,
+}
+
+impl Ctx {
+    pub fn new(log: Log) -> Ctx {
+        Ctx {
+            reader: Reader::new(log.clone()),
+            log,
+        }
+    }
+
+    /// Appends a change and returns the receipt, or, for a retried request, the receipt of the
+    /// entry the first attempt wrote (nothing new is written).
+    pub(crate) async fn write(
+        &self,
+        actor: &str,
+        change: pb::Change,
+    ) -> Result<pb::Receipt, Status> {
+        match self.log.append(actor, change.encode_to_vec()).await {
+            Ok(r) => Ok(pb::Receipt {
+                index: r.index,
+                leaf_hash: r.leaf_hash.0.to_vec(),
+                checkpoint: r.checkpoint.note,
+                inclusion_proof: r.inclusion_proof.iter().map(|h| h.0.to_vec()).collect(),
+                tree_size: r.checkpoint.size,
+            }),
+            Err(AppendError::Rejected(e)) => match e.downcast::<LedgerError>() {
+                Ok(le) => match *le {
+                    LedgerError::Duplicate { index } => self.receipt_for(index),
+                    other => Err(error::ledger(other)),
+                },
+                Err(e) => Err(Status::internal(e.to_string())),
+            },
+            Err(AppendError::Log(e)) => Err(error::log(e)),
+        }
+    }
+
+    /// A receipt for an entry already in the log, against the latest checkpoint.
+    pub(crate) fn receipt_for(&self, index: u64) -> Result<pb::Receipt, Status> {
+        let cp = self.log.latest_checkpoint().map_err(error::log)?;
+        let proof = self
+            .log
+            .inclusion_proof(index, cp.size)
+            .map_err(error::log)?;
+        let leaf = self.log.store().leaf_hash_at(index).map_err(error::log)?;
+        Ok(pb::Receipt {
+            index,
+            leaf_hash: leaf.0.to_vec(),
+            checkpoint: cp.note,
+            inclusion_proof: proof.iter().map(|h| h.0.to_vec()).collect(),
+            tree_size: cp.size,
+        })
+    }
+}
+
+/// The idempotency key and content digest of a write request: the client's `request_id` (or a
+/// fresh random one), and SHA-256 of the request encoded without it.
+pub(crate) fn request_key<M: Message + Clone>(
+    req: &M,
+    request_id: &str,
+    clear: impl FnOnce(&mut M),
+) -> Result<(String, Vec<u8>), Status> {
+    crate::claims::validate::request_id(request_id).map_err(error::field)?;
+    let mut bare = req.clone();
+    clear(&mut bare);
+    let digest = Sha256::digest(bare.encode_to_vec()).to_vec();
+    let id = if request_id.is_empty() {
+        let mut b = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    } else {
+        request_id.to_string()
+    };
+    Ok((id, digest))
+}

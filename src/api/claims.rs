@@ -1,0 +1,234 @@
+//! `ClaimService`: claims, evidence, verdicts, retractions, and "is it confirmed, and why?".
+
+use tonic::{Request, Response, Status};
+
+use super::{auth, error, request_key, Ctx};
+use crate::claims::{policy, validate};
+use crate::ledger::derive_id;
+use crate::pb::{self, change::Kind, claim_service_server::ClaimService};
+
+pub struct Claims(pub Ctx);
+
+fn claim_id(id: &str) -> Result<(), Status> {
+    if id.is_empty() {
+        return Err(error::missing("claim_id"));
+    }
+    Ok(())
+}
+
+impl Claims {
+    fn find<T: Clone>(
+        &self,
+        claim_id: &str,
+        pick: impl Fn(&pb::GetClaimResponse) -> Option<T>,
+    ) -> Result<T, Status> {
+        let rec = self.0.reader.claim(claim_id).map_err(error::ledger)?;
+        pick(&rec).ok_or_else(|| Status::internal("written record not found after commit"))
+    }
+}
+
+#[tonic::async_trait]
+impl ClaimService for Claims {
+    async fn submit_claim(
+        &self,
+        req: Request<pb::SubmitClaimRequest>,
+    ) -> Result<Response<pb::SubmitClaimResponse>, Status> {
+        let actor = auth::actor(&req);
+        let r = req.into_inner();
+        let mut claim = r.claim.clone().ok_or_else(|| error::missing("claim"))?;
+        validate::claim(&claim).map_err(error::field)?;
+        let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;
+        claim.id = derive_id("c", &request_id);
+        claim.index = 0;
+        claim.logged_at = None;
+        let id = claim.id.clone();
+        let change = pb::Change {
+            request_id,
+            request_digest: digest,
+            kind: Some(Kind::ClaimSubmitted(claim)),
+        };
+        let receipt = self.0.write(&actor, change).await?;
+        let claim = self.find(&id, |rec| rec.claim.clone())?;
+        Ok(Response::new(pb::SubmitClaimResponse {
+            claim: Some(claim),
+            receipt: Some(receipt),
+        }))
+    }
+
+    async fn add_evidence(
+        &self,
+        req: Request<pb::AddEvidenceRequest>,
+    ) -> Result<Response<pb::AddEvidenceResponse>, Status> {
+        let actor = auth::actor(&req);
+        let r = req.into_inner();
+        claim_id(&r.claim_id)?;
+        let mut ev = r
+            .evidence
+            .clone()
+            .ok_or_else(|| error::missing("evidence"))?;
+        validate::evidence(&ev).map_err(error::field)?;
+        let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;
+        ev.id = derive_id("e", &request_id);
+        ev.claim_id = r.claim_id.clone();
+        ev.index = 0;
+        ev.logged_at = None;
+        let id = ev.id.clone();
+        let change = pb::Change {
+            request_id,
+            request_digest: digest,
+            kind: Some(Kind::EvidenceAdded(ev)),
+        };
+        let receipt = self.0.write(&actor, change).await?;
+        let ev = self.find(&r.claim_id, |rec| {
+            rec.evidence.iter().find(|e| e.id == id).cloned()
+        })?;
+        Ok(Response::new(pb::AddEvidenceResponse {
+            evidence: Some(ev),
+            receipt: Some(receipt),
+        }))
+    }
+
+    async fn record_verdict(
+        &self,
+        req: Request<pb::RecordVerdictRequest>,
+    ) -> Result<Response<pb::RecordVerdictResponse>, Status> {
+        let actor = auth::actor(&req);
+        let r = req.into_inner();
+        claim_id(&r.claim_id)?;
+        let mut v = r.verdict.clone().ok_or_else(|| error::missing("verdict"))?;
+        validate::verdict(&v).map_err(error::field)?;
+        let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;
+        v.id = derive_id("v", &request_id);
+        v.claim_id = r.claim_id.clone();
+        v.reviewer.clear();
+        v.index = 0;
+        v.logged_at = None;
+        let id = v.id.clone();
+        let change = pb::Change {
+            request_id,
+            request_digest: digest,
+            kind: Some(Kind::VerdictRecorded(v)),
+        };
+        let receipt = self.0.write(&actor, change).await?;
+        let v = self.find(&r.claim_id, |rec| {
+            rec.verdicts.iter().find(|v| v.id == id).cloned()
+        })?;
+        Ok(Response::new(pb::RecordVerdictResponse {
+            verdict: Some(v),
+            receipt: Some(receipt),
+        }))
+    }
+
+    async fn retract_claim(
+        &self,
+        req: Request<pb::RetractClaimRequest>,
+    ) -> Result<Response<pb::RetractClaimResponse>, Status> {
+        let actor = auth::actor(&req);
+        let r = req.into_inner();
+        claim_id(&r.claim_id)?;
+        let mut x = r
+            .retraction
+            .clone()
+            .ok_or_else(|| error::missing("retraction"))?;
+        validate::retraction(&x).map_err(error::field)?;
+        let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;
+        x.claim_id = r.claim_id.clone();
+        x.index = 0;
+        x.logged_at = None;
+        let change = pb::Change {
+            request_id,
+            request_digest: digest,
+            kind: Some(Kind::ClaimRetracted(x)),
+        };
+        let receipt = self.0.write(&actor, change).await?;
+        let x = self.find(&r.claim_id, |rec| rec.retraction.clone())?;
+        Ok(Response::new(pb::RetractClaimResponse {
+            retraction: Some(x),
+            receipt: Some(receipt),
+        }))
+    }
+
+    async fn get_claim(
+        &self,
+        req: Request<pb::GetClaimRequest>,
+    ) -> Result<Response<pb::GetClaimResponse>, Status> {
+        let id = req.into_inner().id;
+        if id.is_empty() {
+            return Err(error::missing("id"));
+        }
+        Ok(Response::new(
+            self.0.reader.claim(&id).map_err(error::ledger)?,
+        ))
+    }
+
+    async fn get_claim_status(
+        &self,
+        req: Request<pb::GetClaimStatusRequest>,
+    ) -> Result<Response<pb::GetClaimStatusResponse>, Status> {
+        let r = req.into_inner();
+        claim_id(&r.claim_id)?;
+        let ans = self
+            .0
+            .reader
+            .status(&r.claim_id, r.as_of_size)
+            .map_err(error::ledger)?;
+        let o = ans.outcome;
+        let mut resp = pb::GetClaimStatusResponse {
+            claim_id: r.claim_id.clone(),
+            status: o.status as i32,
+            computed_status: o.computed_status as i32,
+            confirmed: o.confirmed,
+            flags: o.flags,
+            needs_review: o.needs_review,
+            trace: o.trace,
+            policy: policy::POLICY_ID.to_string(),
+            as_of_size: ans.as_of_size,
+            supporting_groups: o.supporting_groups,
+            contradicting_groups: o.contradicting_groups,
+            ..Default::default()
+        };
+        if r.with_proof {
+            // The checkpoint and every proof come from the one size the answer is about.
+            let size = ans.as_of_size;
+            let cp = self.0.log.checkpoint_at(size).map_err(error::log)?;
+            resp.checkpoint = cp.note;
+            for &index in &ans.record.entry_indexes {
+                let hashes = self
+                    .0
+                    .log
+                    .inclusion_proof(index, size)
+                    .map_err(error::log)?;
+                let leaf = self.0.log.store().leaf_hash_at(index).map_err(error::log)?;
+                resp.proofs.push(pb::EntryProof {
+                    index,
+                    leaf_hash: leaf.0.to_vec(),
+                    hashes: hashes.iter().map(|h| h.0.to_vec()).collect(),
+                });
+            }
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn list_claims(
+        &self,
+        req: Request<pb::ListClaimsRequest>,
+    ) -> Result<Response<pb::ListClaimsResponse>, Status> {
+        let r = req.into_inner();
+        for (field, v, ok) in [
+            ("kind", r.kind, pb::ClaimKind::try_from(r.kind).is_ok()),
+            ("status", r.status, pb::Status::try_from(r.status).is_ok()),
+        ] {
+            if !ok {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: {v} is not a known value"
+                )));
+            }
+        }
+        if !r.claimant_id.is_empty() && !validate::is_slug(&r.claimant_id) {
+            return Err(Status::invalid_argument("claimant_id: not a source id"));
+        }
+        Ok(Response::new(
+            self.0.reader.list_claims(&r).map_err(error::ledger)?,
+        ))
+    }
+}
