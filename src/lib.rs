@@ -5,9 +5,10 @@
 //! puts both behind tonic services; [`cli`] is the command line.
 #![forbid(unsafe_code)]
 
-pub mod claims;
-pub mod ledger;
 pub mod api;
+pub mod claims;
+pub mod cli;
+pub mod ledger;
 pub mod log;
 
 /// Generated protobuf and gRPC code for `claimledger.v1`.

@@ -111,7 +111,7 @@ impl Store {
     }
 
     /// Settles the origin on open: the stored one, or the requested one on a new directory.
-    pub(crate) fn settle_origin(&self, requested: Option<&str>) -> Result<String, LogError> {
+    pub fn settle_origin(&self, requested: Option<&str>) -> Result<String, LogError> {
         let stored = self
             .tree
             .get(META_ORIGIN)?
