@@ -26,6 +26,8 @@ use crate::pb;
 pub struct Ctx {
     pub log: Log,
     pub reader: Reader,
+    /// Becomes true when the server begins a graceful shutdown (ends live tails).
+    pub closing: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Ctx {
@@ -33,6 +35,7 @@ impl Ctx {
         Ctx {
             reader: Reader::new(log.clone()),
             log,
+            closing: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 

@@ -111,7 +111,19 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A gRPC error reads best as its code and message.
+            match e.chain().find_map(|c| c.downcast_ref::<tonic::Status>()) {
+                Some(s) => {
+                    let ctx = e.to_string();
+                    let s_text = format!("{:?}: {}", s.code(), s.message());
+                    if ctx.starts_with("status:") || ctx.starts_with("code:") {
+                        eprintln!("error: {s_text}");
+                    } else {
+                        eprintln!("error: {ctx}: {s_text}");
+                    }
+                }
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -67,6 +67,13 @@ impl Default for Options {
     }
 }
 
+/// What the writer's queue carries.
+pub(crate) enum Msg {
+    Append(AppendRequest),
+    /// Commit everything queued so far, refuse anything later, and exit.
+    Stop,
+}
+
 /// A request to append one entry.
 pub(crate) struct AppendRequest {
     pub actor: String,
@@ -79,7 +86,7 @@ pub(crate) struct AppendRequest {
 pub struct Log {
     store: Store,
     checkpointer: Arc<Checkpointer>,
-    tx: mpsc::Sender<AppendRequest>,
+    tx: mpsc::Sender<Msg>,
     size_rx: watch::Receiver<u64>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     dir: PathBuf,
@@ -135,18 +142,19 @@ impl Log {
             reply,
         };
         self.tx
-            .send(req)
+            .send(Msg::Append(req))
             .await
             .map_err(|_| AppendError::Log(LogError::Closed))?;
         rx.await.map_err(|_| AppendError::Log(LogError::Closed))?
     }
 
     /// Stops accepting appends, lets the writer commit everything already queued, and waits for
-    /// it to finish. Other clones of this `Log` keep working for reads.
-    pub async fn shutdown(self) -> Result<(), LogError> {
-        let Log { tx, writer, .. } = self;
-        drop(tx);
-        let handle = writer.lock().ok().and_then(|mut h| h.take());
+    /// it to finish. Every clone of this `Log` keeps working for reads; appends after this fail
+    /// with [`LogError::Closed`].
+    pub async fn shutdown(&self) -> Result<(), LogError> {
+        // If the writer is already gone the send fails, which is fine: there is nothing to stop.
+        let _ = self.tx.send(Msg::Stop).await;
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
         if let Some(h) = handle {
             tokio::task::spawn_blocking(move || h.join())
                 .await

@@ -190,6 +190,7 @@ impl LogService for LogApi {
         }
         let (tx, rx) = mpsc::channel(CHUNK as usize);
         let ctx = self.0.clone();
+        let mut closing = ctx.closing.subscribe();
         tokio::spawn(async move {
             let mut next = from;
             loop {
@@ -208,6 +209,16 @@ impl LogService for LogApi {
                         }
                     }
                     _ = tx.closed() => return,
+                    _ = async {
+                        while !*closing.borrow_and_update() {
+                            if closing.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                    } => {
+                        let _ = tx.send(Err(Status::unavailable("the server is shutting down"))).await;
+                        return;
+                    }
                 }
             }
         });

@@ -69,10 +69,13 @@ pub async fn serve(
     );
 
     let incoming = TcpListenerStream::new(listener);
+    let closing = ctx.closing.clone();
     let reporter = health_reporter.clone();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: health NOT_SERVING, finishing in-flight calls");
+        // Live tails never finish on their own; tell them to end so the server can drain.
+        closing.send_replace(true);
         for n in names {
             reporter
                 .set_service_status(n, ServingStatus::NotServing)
@@ -91,7 +94,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, signal)
         .await?;
     // In-flight calls are done; let the writer commit what is queued and exit.
-    ctx.log.clone().shutdown().await?;
+    ctx.log.shutdown().await?;
     tracing::info!("writer drained; bye");
     Ok(())
 }

@@ -29,7 +29,7 @@ use super::checkpoint::{Checkpointer, SignedCheckpoint};
 use super::entry::{EntryMeta, Envelope, ZERO_HASH};
 use super::error::{AppendError, LogError};
 use super::store::{self, leaf_hash, Store};
-use super::AppendRequest;
+use super::{AppendRequest, Msg};
 
 /// What an append returns: where the entry is and the proof that it is there.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ pub(crate) fn spawn(
     store: Store,
     checkpointer: Arc<Checkpointer>,
     apply: Arc<dyn Apply>,
-    rx: mpsc::Receiver<AppendRequest>,
+    rx: mpsc::Receiver<Msg>,
     size_tx: watch::Sender<u64>,
     max_group: usize,
 ) -> Result<std::thread::JoinHandle<()>, LogError> {
@@ -109,24 +109,35 @@ struct Staged {
 }
 
 impl Writer {
-    fn run(
-        &mut self,
-        mut rx: mpsc::Receiver<AppendRequest>,
-        size_tx: watch::Sender<u64>,
-        max_group: usize,
-    ) {
+    fn run(&mut self, mut rx: mpsc::Receiver<Msg>, size_tx: watch::Sender<u64>, max_group: usize) {
         let mut group = Vec::with_capacity(max_group);
-        while let Some(first) = rx.blocking_recv() {
-            group.push(first);
-            while group.len() < max_group {
+        let mut stopping = false;
+        while !stopping {
+            match rx.blocking_recv() {
+                Some(Msg::Append(first)) => group.push(first),
+                Some(Msg::Stop) | None => stopping = true,
+            }
+            while group.len() < max_group && !stopping {
                 match rx.try_recv() {
-                    Ok(r) => group.push(r),
+                    Ok(Msg::Append(r)) => group.push(r),
+                    Ok(Msg::Stop) => stopping = true,
                     Err(_) => break,
                 }
             }
-            self.commit_group(std::mem::take(&mut group), &size_tx);
+            if stopping {
+                // Refuse new sends, then commit whatever was already queued behind the stop.
+                rx.close();
+                while let Ok(m) = rx.try_recv() {
+                    if let Msg::Append(r) = m {
+                        group.push(r);
+                    }
+                }
+            }
+            if !group.is_empty() {
+                self.commit_group(std::mem::take(&mut group), &size_tx);
+            }
         }
-        // The channel is closed and drained: every queued request has been answered.
+        // Every request that reached the queue has been answered.
     }
 
     fn commit_group(&mut self, group: Vec<AppendRequest>, size_tx: &watch::Sender<u64>) {
