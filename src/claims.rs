@@ -8,5 +8,8 @@
 //!
 //! - [`policy`] is the confirmation policy `v1` (SPEC §2.4): origins, groups, independence,
 //!   qualification, the quantity check, status, precedence and the per-evidence trace.
+//! - [`validate`] checks what clients send (formats, required fields, ranges) before anything
+//!   reaches the log, and splits text into the words the indexes use.
 
 pub mod policy;
+pub mod validate;
