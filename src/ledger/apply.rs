@@ -227,11 +227,26 @@ fn submit_claim(ctx: &mut Ctx<'_>, meta: &EntryMeta, mut c: pb::Claim) -> Result
     for w in words(&format!("{} {} {}", c.summary, c.text, c.tags.join(" "))) {
         ctx.put(&join(&[&keys::bucket(keys::WORD, &w), &idx]), idb.clone());
     }
-    if let Some(start) = c.event_time.as_ref().and_then(|t| t.start.as_ref()) {
-        ctx.put(
-            &join(&[keys::EVENT, &keys::ordered_time(start.seconds), &idx]),
-            idb.clone(),
-        );
+    if let Some(t) = &c.event_time {
+        if let Some(start) = &t.start {
+            ctx.put(
+                &join(&[keys::EVENT, &keys::ordered_time(start.seconds), &idx]),
+                idb.clone(),
+            );
+            // The longest event span seen bounds how far before a query's `from` an
+            // overlapping event can start, which keeps event-time scans to a window.
+            let span = t
+                .end
+                .as_ref()
+                .map_or(0, |e| e.seconds.saturating_sub(start.seconds));
+            let longest = ctx
+                .get(keys::EVENT_SPAN)?
+                .and_then(|v| Some(i64::from_be_bytes(v.as_slice().try_into().ok()?)))
+                .unwrap_or(0);
+            if span > longest {
+                ctx.put(keys::EVENT_SPAN, span.to_be_bytes().to_vec());
+            }
+        }
     }
     cite(ctx, &c.claimant_id, &id);
     for h in &c.attribution {

@@ -11,6 +11,7 @@
 //! | `p/` word 0x00 be64(claim index)      | claim id (place words)         |
 //! | `w/` word 0x00 be64(claim index)      | claim id (summary, text, tag words) |
 //! | `v/` ordered(start) be64(claim index) | claim id (event time start)    |
+//! | `vspan`                               | be64: longest event span seen, seconds |
 //! | `r/` request id                       | digest(32) be64(index)         |
 //! | `e/` evidence id                      | claim id                       |
 //! | `i/` source id 0x00 claim id          | empty (claims that cite a source) |
@@ -28,6 +29,7 @@ pub const STATUS: &[u8] = b"t/";
 pub const PLACE: &[u8] = b"p/";
 pub const WORD: &[u8] = b"w/";
 pub const EVENT: &[u8] = b"v/";
+pub const EVENT_SPAN: &[u8] = b"vspan";
 pub const REQUEST: &[u8] = b"r/";
 pub const EVIDENCE: &[u8] = b"e/";
 pub const CITES: &[u8] = b"i/";
@@ -53,6 +55,12 @@ pub fn enum_bucket(tag: &[u8], v: i32) -> Vec<u8> {
 /// A signed time as bytes that sort in time order.
 pub fn ordered_time(seconds: i64) -> [u8; 8] {
     ((seconds as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// Inverse of [`ordered_time`].
+pub fn time_of(ordered: &[u8]) -> Option<i64> {
+    let raw = u64::from_be_bytes(ordered.get(..8)?.try_into().ok()?);
+    Some((raw ^ (1 << 63)) as i64)
 }
 
 /// The claim log index at the end of an index key.

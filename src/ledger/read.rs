@@ -299,6 +299,7 @@ impl Reader {
         } else {
             keys::ORDER.to_vec()
         };
+        let time_only = time_filter && prefix.starts_with(keys::ORDER);
         let start = match after {
             Some(i) => join(&[&prefix, &(i + 1).to_be_bytes()]),
             None => prefix.clone(),
@@ -307,33 +308,78 @@ impl Reader {
         let mut out = Vec::new();
         let mut last_index = None;
         let mut more = false;
-        for kv in self.idx.scan_from(&prefix, &start) {
-            let (k, v) = kv?;
-            let Some(claim_index) = keys::trailing_index(&k) else {
-                continue;
-            };
-            let id = String::from_utf8_lossy(&v).into_owned();
-            let rec = self.record(&id)?;
+        let mut consider = |claim_index: u64, id: &str| -> Result<bool, LedgerError> {
+            let rec = self.record(id)?;
             let Some(claim) = rec.claim.as_ref() else {
-                continue;
+                return Ok(true);
             };
-            if !self.matches(req, claim, &rec, &query_words, &place_words, time_filter) {
-                continue;
+            if !self.matches(req, claim, &query_words, &place_words, time_filter) {
+                return Ok(true);
             }
-            let out_status = self.evaluate_now(&rec)?;
-            if status_filter && out_status.status as i32 != req.status {
-                continue;
+            let now = self.evaluate_now(&rec)?;
+            if status_filter && now.status as i32 != req.status {
+                return Ok(true);
             }
             if out.len() == n {
                 more = true;
-                break;
+                return Ok(false);
             }
             last_index = Some(claim_index);
             out.push(pb::ClaimListItem {
                 claim: Some(claim.clone()),
-                status: out_status.status as i32,
-                confirmed: out_status.confirmed,
+                status: now.status as i32,
+                confirmed: now.confirmed,
             });
+            Ok(true)
+        };
+        if time_only {
+            // Events overlapping [from, to] start in [from - longest span, to]: collect that
+            // window of the event-time index, then walk it in log order like any other index.
+            let span = self
+                .idx
+                .get(keys::EVENT_SPAN)?
+                .and_then(|v| Some(i64::from_be_bytes(v.as_ref().try_into().ok()?)))
+                .unwrap_or(0);
+            let lo = req
+                .event_time_from
+                .as_ref()
+                .map_or(i64::MIN, |f| f.seconds.saturating_sub(span));
+            let hi = req.event_time_to.as_ref().map_or(i64::MAX, |t| t.seconds);
+            let mut hits: Vec<(u64, String)> = Vec::new();
+            for kv in self
+                .idx
+                .scan_from(keys::EVENT, &join(&[keys::EVENT, &keys::ordered_time(lo)]))
+            {
+                let (k, v) = kv?;
+                let Some(start) = keys::time_of(&k[keys::EVENT.len()..]) else {
+                    continue;
+                };
+                if start > hi {
+                    break;
+                }
+                let Some(i) = keys::trailing_index(&k) else {
+                    continue;
+                };
+                if after.is_none_or(|a| i > a) {
+                    hits.push((i, String::from_utf8_lossy(&v).into_owned()));
+                }
+            }
+            hits.sort();
+            for (i, id) in hits {
+                if !consider(i, &id)? {
+                    break;
+                }
+            }
+        } else {
+            for kv in self.idx.scan_from(&prefix, &start) {
+                let (k, v) = kv?;
+                let Some(claim_index) = keys::trailing_index(&k) else {
+                    continue;
+                };
+                if !consider(claim_index, &String::from_utf8_lossy(&v))? {
+                    break;
+                }
+            }
         }
         let next_page_token = match (more, last_index) {
             (true, Some(i)) => encode_token(b'c', &i.to_be_bytes()),
@@ -349,7 +395,6 @@ impl Reader {
         &self,
         req: &pb::ListClaimsRequest,
         claim: &pb::Claim,
-        _rec: &pb::GetClaimResponse,
         query_words: &[String],
         place_words: &[String],
         time_filter: bool,
