@@ -83,7 +83,8 @@ fn enum_value<E: TryFrom<i32>>(field: &str, v: i32, required: bool) -> Result<()
 
 fn url(field: &str, s: &str) -> Result<(), FieldError> {
     text(field, s, MAX_SHORT)?;
-    if !s.is_empty() && !(s.starts_with("https://") || s.starts_with("http://")) {
+    let web = s.starts_with("https://") || s.starts_with("http://");
+    if !s.is_empty() && !web {
         return Err(err(field, format!("{s:?} is not an http(s) URL")));
     }
     Ok(())
@@ -232,12 +233,11 @@ pub fn evidence(e: &pb::Evidence) -> Result<(), FieldError> {
     enum_value::<pb::Stance>("evidence.stance", e.stance, true)?;
     enum_value::<pb::EvidenceKind>("evidence.kind", e.kind, true)?;
     url("evidence.url", &e.url)?;
-    if !e.content_sha256.is_empty()
-        && !(e.content_sha256.len() == 64
-            && e.content_sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    {
+    let hex = e.content_sha256.len() == 64
+        && e.content_sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !e.content_sha256.is_empty() && !hex {
         return Err(err(
             "evidence.content_sha256",
             "must be 64 lowercase hex digits",

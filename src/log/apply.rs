@@ -44,6 +44,9 @@ fn full_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// A key (without the index prefix byte) and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Staged writes of one group: key (with prefix) → new value, or `None` for a removal.
 pub type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -88,7 +91,7 @@ impl<'a> Ctx<'a> {
 
     /// All keys under `prefix` (without the index prefix byte) with their values, as they stand
     /// with this group's earlier writes, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, sled::Error> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, sled::Error> {
         let p = full_key(prefix);
         let mut out: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for kv in self.tree.scan_prefix(&p) {
