@@ -189,9 +189,12 @@ impl Log {
         &self.checkpointer
     }
 
-    /// The latest signed checkpoint, as stored with the last committed group.
+    /// The latest signed checkpoint, as stored with the last committed group. The writer stores
+    /// a group's checkpoint before its fdatasync and publishes the size after it, so while a
+    /// group is syncing the stored checkpoint is ahead of [`Log::size`]; it is only served once
+    /// the group is durable (until then the checkpoint at the published size is signed afresh).
     pub fn latest_checkpoint(&self) -> Result<SignedCheckpoint, LogError> {
-        self.store.latest_checkpoint()
+        self.checkpoint_at(self.size())
     }
 
     /// A checkpoint for an earlier size, signed now over the root recomputed from stored hashes.
@@ -204,9 +207,12 @@ impl Log {
                 size: current,
             });
         }
-        let latest = self.store.latest_checkpoint()?;
-        if latest.size == size {
-            return Ok(latest);
+        // An empty log has no stored checkpoint yet; its (size 0) checkpoint is signed below.
+        if current > 0 {
+            let latest = self.store.latest_checkpoint()?;
+            if latest.size == size {
+                return Ok(latest);
+            }
         }
         let root = self.store.root_at(size, current)?;
         self.checkpointer.sign(size, root)

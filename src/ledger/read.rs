@@ -236,6 +236,13 @@ impl Reader {
         }
         let rec = self.record(id)?;
         if as_of == 0 {
+            // The writer makes a group's records visible before it publishes the new size, so
+            // the record may already hold entries beyond `size`: answer as of `size`, which the
+            // returned checkpoint and proofs are about.
+            if rec.claim.as_ref().is_none_or(|c| c.index >= size) {
+                return Err(not_found("claim", id));
+            }
+            let rec = record_as_of(&rec, size);
             let outcome = self.evaluate_now(&rec)?;
             return Ok(StatusAnswer {
                 outcome,

@@ -24,7 +24,7 @@ use prost::Message;
 use tlog_tiles::{Hash, HashReader};
 use tokio::sync::{mpsc, watch};
 
-use super::apply::{Apply, Ctx, Overlay};
+use super::apply::{Apply, Ctx, Overlay, Rejection};
 use super::checkpoint::{Checkpointer, SignedCheckpoint};
 use super::entry::{EntryMeta, Envelope, ZERO_HASH};
 use super::error::{AppendError, LogError};
@@ -102,8 +102,10 @@ impl HashReader for GroupReader<'_> {
     }
 }
 
+type Reply = tokio::sync::oneshot::Sender<Result<Receipt, AppendError>>;
+
 struct Staged {
-    reply: tokio::sync::oneshot::Sender<Result<Receipt, AppendError>>,
+    reply: Reply,
     index: u64,
     leaf: Hash,
 }
@@ -154,6 +156,10 @@ impl Writer {
         let mut overlay = Overlay::new();
         let mut pending: HashMap<u64, Hash> = HashMap::new();
         let mut staged: Vec<Staged> = Vec::with_capacity(group.len());
+        // Refusals are judged against this group's uncommitted entries too (a retry of a request
+        // earlier in the group is a Duplicate of an index not yet committed), so they are
+        // answered only once the group's fate is known.
+        let mut refused: Vec<(Reply, Rejection)> = Vec::new();
         let mut size = self.size;
         let mut last = self.last;
         let now = now();
@@ -176,7 +182,7 @@ impl Writer {
             };
             let mut ctx = Ctx::new(self.store.tree(), &overlay);
             if let Err(e) = self.apply.apply(&mut ctx, &meta, &env.body) {
-                let _ = req.reply.send(Err(AppendError::Rejected(e)));
+                refused.push((req.reply, e));
                 continue;
             }
             let writes = ctx.into_writes();
@@ -213,6 +219,7 @@ impl Writer {
             last = leaf;
         }
         if staged.is_empty() {
+            answer_refused(refused, None);
             return;
         }
 
@@ -226,6 +233,7 @@ impl Writer {
                         LogError::Internal(format!("commit failed: {msg}")).into()
                     ));
                 }
+                answer_refused(refused, Some(&msg));
             }
             Ok(checkpoint) => {
                 self.size = size;
@@ -244,6 +252,7 @@ impl Writer {
                         .map_err(AppendError::from);
                     let _ = s.reply.send(receipt);
                 }
+                answer_refused(refused, None);
             }
         }
     }
@@ -275,6 +284,18 @@ impl Writer {
         self.store.tree().apply_batch(batch)?;
         self.store.sync()?;
         Ok(checkpoint)
+    }
+}
+
+/// Answers the requests the domain layer refused, once their group is committed (`failed`:
+/// None) or failed: then their refusal may rest on entries that were never written.
+fn answer_refused(refused: Vec<(Reply, Rejection)>, failed: Option<&str>) {
+    for (reply, e) in refused {
+        let answer = match failed {
+            None => AppendError::Rejected(e),
+            Some(msg) => LogError::Internal(format!("commit failed: {msg}")).into(),
+        };
+        let _ = reply.send(Err(answer));
     }
 }
 
