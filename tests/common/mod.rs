@@ -1,0 +1,422 @@
+//! Shared helpers of the end-to-end tests: a real claimledger server on a loopback port over a
+//! temporary sled directory, client constructors, builders for requests, the demo-data import,
+//! and offline verification of receipts and checkpoints as an auditor would do it.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use claimledger::pb;
+use claimledger::pb::claim_service_client::ClaimServiceClient;
+use claimledger::pb::log_service_client::LogServiceClient;
+use claimledger::pb::source_service_client::SourceServiceClient;
+use signed_note::{Note, StandardVerifier, VerifierList};
+use tlog_tiles::{check_record, Checkpoint, Hash};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// A claimledger server running in this process on 127.0.0.1:<free port>.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Opens (or reopens) the log in `dir` and serves it; every caller is `anonymous`.
+    pub async fn start(dir: &Path) -> TestServer {
+        Self::start_with_auth(dir, claimledger::api::auth::Auth::default()).await
+    }
+
+    /// Like [`TestServer::start`], with bearer tokens mapped to principals.
+    pub async fn start_with_auth(dir: &Path, auth: claimledger::api::auth::Auth) -> TestServer {
+        let log = claimledger::log::Log::open(
+            dir,
+            claimledger::log::Options::default(),
+            Arc::new(claimledger::ledger::LedgerApply),
+        )
+        .expect("open the log");
+        let ctx = claimledger::api::Ctx::new(log);
+        let (listener, addr) = claimledger::api::server::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(claimledger::api::server::serve(
+            ctx,
+            listener,
+            auth,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        TestServer {
+            addr,
+            dir: dir.to_path_buf(),
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the test server")
+    }
+
+    pub async fn sources(&self) -> SourceServiceClient<Channel> {
+        SourceServiceClient::new(self.channel().await)
+    }
+
+    pub async fn claims(&self) -> ClaimServiceClient<Channel> {
+        ClaimServiceClient::new(self.channel().await)
+    }
+
+    pub async fn logs(&self) -> LogServiceClient<Channel> {
+        LogServiceClient::new(self.channel().await)
+    }
+
+    pub async fn clients(&self) -> Clients {
+        let ch = self.channel().await;
+        Clients {
+            sources: SourceServiceClient::new(ch.clone()),
+            claims: ClaimServiceClient::new(ch.clone()),
+            log: LogServiceClient::new(ch),
+        }
+    }
+
+    /// Graceful shutdown: health NOT_SERVING, in-flight calls finish, the writer drains. When
+    /// this returns the data directory can be reopened.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await
+                .expect("server task panicked")
+                .expect("server returned an error");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // A test that fails before stop() still ends its server.
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The three service clients on one channel.
+#[derive(Clone)]
+pub struct Clients {
+    pub sources: SourceServiceClient<Channel>,
+    pub claims: ClaimServiceClient<Channel>,
+    pub log: LogServiceClient<Channel>,
+}
+
+impl Clients {
+    /// The current log size.
+    pub async fn size(&mut self) -> u64 {
+        self.log
+            .get_checkpoint(pb::GetCheckpointRequest {})
+            .await
+            .expect("GetCheckpoint")
+            .into_inner()
+            .size
+    }
+
+    pub async fn verifier_key(&mut self) -> String {
+        self.log
+            .get_checkpoint(pb::GetCheckpointRequest {})
+            .await
+            .expect("GetCheckpoint")
+            .into_inner()
+            .verifier_key
+    }
+
+    /// Registers `s` with request id `src-<id>`.
+    pub async fn register(&mut self, s: pb::Source) -> pb::RegisterSourceResponse {
+        let id = s.id.clone();
+        self.sources
+            .register_source(pb::RegisterSourceRequest {
+                request_id: format!("src-{id}"),
+                source: Some(s),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RegisterSource {id}: {e}"))
+            .into_inner()
+    }
+
+    pub async fn submit(&mut self, request_id: &str, c: pb::Claim) -> pb::SubmitClaimResponse {
+        self.claims
+            .submit_claim(pb::SubmitClaimRequest {
+                request_id: request_id.into(),
+                claim: Some(c),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("SubmitClaim {request_id}: {e}"))
+            .into_inner()
+    }
+
+    pub async fn add_evidence(
+        &mut self,
+        request_id: &str,
+        claim_id: &str,
+        e: pb::Evidence,
+    ) -> pb::AddEvidenceResponse {
+        self.claims
+            .add_evidence(pb::AddEvidenceRequest {
+                request_id: request_id.into(),
+                claim_id: claim_id.into(),
+                evidence: Some(e),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("AddEvidence {request_id}: {e}"))
+            .into_inner()
+    }
+
+    pub async fn status(&mut self, claim_id: &str) -> pb::GetClaimStatusResponse {
+        self.status_at(claim_id, 0).await
+    }
+
+    pub async fn status_at(&mut self, claim_id: &str, as_of: u64) -> pb::GetClaimStatusResponse {
+        self.claims
+            .get_claim_status(pb::GetClaimStatusRequest {
+                claim_id: claim_id.into(),
+                as_of_size: as_of,
+                with_proof: false,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("GetClaimStatus {claim_id}@{as_of}: {e}"))
+            .into_inner()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Builders
+// ---------------------------------------------------------------------------------------------
+
+/// A source with its own cluster unless `cluster` is given.
+pub fn source(
+    id: &str,
+    side: &str,
+    role: pb::Role,
+    grade: pb::Reliability,
+    cluster: &str,
+) -> pb::Source {
+    pb::Source {
+        id: id.into(),
+        name: format!("Test source {id}"),
+        kind: pb::SourceKind::Other as i32,
+        side: side.into(),
+        role: role as i32,
+        cluster: cluster.into(),
+        reliability: grade as i32,
+        registered_index: 0,
+    }
+}
+
+/// A minimal asserted-fact claim.
+pub fn claim(kind: pb::ClaimKind, claimant: &str, summary: &str) -> pb::Claim {
+    pb::Claim {
+        kind: kind as i32,
+        modality: pb::Modality::AssertedFact as i32,
+        summary: summary.into(),
+        text: format!("{summary} (full text)"),
+        claimant_id: claimant.into(),
+        ..Default::default()
+    }
+}
+
+/// A media report without a chain (its origin is its own source).
+pub fn evidence(source_id: &str, stance: pb::Stance, credibility: u32) -> pb::Evidence {
+    pb::Evidence {
+        source_id: source_id.into(),
+        stance: stance as i32,
+        kind: pb::EvidenceKind::MediaReport as i32,
+        url: format!("https://example.org/{source_id}"),
+        credibility,
+        ..Default::default()
+    }
+}
+
+pub fn ts(seconds: i64) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp { seconds, nanos: 0 }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Assertions
+// ---------------------------------------------------------------------------------------------
+
+/// Asserts `r` failed with `code` and that the message names `needle` (a field, usually).
+pub fn expect_err<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, needle: &str) {
+    match r {
+        Ok(v) => panic!("expected {code:?} naming {needle:?}, got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(
+                s.code(),
+                code,
+                "expected {code:?} naming {needle:?}, got {:?}: {}",
+                s.code(),
+                s.message()
+            );
+            assert!(
+                s.message().contains(needle),
+                "{code:?} message {:?} does not name {needle:?}",
+                s.message()
+            );
+        }
+    }
+}
+
+pub fn status_of(r: &pb::GetClaimStatusResponse) -> pb::Status {
+    pb::Status::try_from(r.status).expect("known status")
+}
+
+pub fn computed_of(r: &pb::GetClaimStatusResponse) -> pb::Status {
+    pb::Status::try_from(r.computed_status).expect("known status")
+}
+
+pub fn hash(b: &[u8]) -> Hash {
+    Hash(b.try_into().expect("a 32-byte hash"))
+}
+
+/// The checkpoint body of a signed note: the text before the blank line, newline included.
+pub fn checkpoint_body(note: &str) -> &str {
+    let blank = note.find("\n\n").expect("a signed note has a blank line");
+    &note[..blank + 1]
+}
+
+/// Verifies the note's signature with `verifier_key` and parses its checkpoint.
+pub fn verify_note(note: &str, verifier_key: &str) -> Checkpoint {
+    let verifier = StandardVerifier::new(verifier_key).expect("verifier key parses");
+    let parsed = Note::from_bytes(note.as_bytes()).expect("note parses");
+    parsed
+        .verify(&VerifierList::new(vec![Box::new(verifier)]))
+        .expect("checkpoint signature verifies");
+    let body = checkpoint_body(note);
+    assert_eq!(parsed.text(), body.as_bytes(), "signed text is the body");
+    Checkpoint::from_bytes(body.as_bytes()).expect("checkpoint parses")
+}
+
+/// Verifies a write receipt offline: the signature, that the checkpoint covers the entry, and
+/// the inclusion proof against the checkpoint's root. Returns the checkpoint.
+pub fn verify_receipt(r: &pb::Receipt, verifier_key: &str) -> Checkpoint {
+    let cp = verify_note(&r.checkpoint, verifier_key);
+    assert_eq!(
+        cp.size(),
+        r.tree_size,
+        "receipt tree_size is the checkpoint's"
+    );
+    assert!(r.index < cp.size(), "checkpoint covers the entry");
+    let proof: Vec<Hash> = r.inclusion_proof.iter().map(|h| hash(h)).collect();
+    check_record(&proof, cp.size(), *cp.hash(), r.index, hash(&r.leaf_hash))
+        .unwrap_or_else(|e| panic!("receipt for entry {} does not verify: {e}", r.index));
+    cp
+}
+
+// ---------------------------------------------------------------------------------------------
+// The demo data set
+// ---------------------------------------------------------------------------------------------
+
+/// What importing `examples/article.jsonl` produced.
+#[derive(Default)]
+pub struct Imported {
+    /// Claim line request_id → server-assigned claim id.
+    pub claims: HashMap<String, String>,
+    /// Evidence line request_id → server-assigned evidence id.
+    pub evidence: HashMap<String, String>,
+    /// The receipt of every line, in order.
+    pub receipts: Vec<pb::Receipt>,
+}
+
+impl Imported {
+    pub fn claim(&self, request_id: &str) -> &str {
+        self.claims
+            .get(request_id)
+            .unwrap_or_else(|| panic!("no claim line {request_id}"))
+    }
+}
+
+pub fn article_lines() -> Vec<pb::ImportLine> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/article.jsonl");
+    std::fs::read_to_string(path)
+        .expect("read examples/article.jsonl")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<pb::ImportLine>(l).expect("an ImportLine"))
+        .collect()
+}
+
+/// Sends every line of the demo data set, as `claimledger import` does: sources with request id
+/// `src-<id>`, and `@request_id` claim references resolved to the ids the server assigned.
+pub async fn import_article(c: &mut Clients) -> Imported {
+    let mut out = Imported::default();
+    for line in article_lines() {
+        let resolve = |out: &Imported, id: &str| -> String {
+            match id.strip_prefix('@') {
+                Some(rid) => out.claim(rid).to_string(),
+                None => id.to_string(),
+            }
+        };
+        let receipt = if let Some(s) = line.source {
+            c.register(s).await.receipt
+        } else if let Some(req) = line.grade {
+            c.sources
+                .grade_source(req)
+                .await
+                .expect("GradeSource")
+                .into_inner()
+                .receipt
+        } else if let Some(req) = line.claim {
+            let rid = req.request_id.clone();
+            let resp = c.claims.submit_claim(req).await.expect("SubmitClaim");
+            let resp = resp.into_inner();
+            out.claims
+                .insert(rid, resp.claim.expect("claim in response").id);
+            resp.receipt
+        } else if let Some(mut req) = line.evidence {
+            req.claim_id = resolve(&out, &req.claim_id);
+            let rid = req.request_id.clone();
+            let resp = c
+                .claims
+                .add_evidence(req)
+                .await
+                .unwrap_or_else(|e| panic!("AddEvidence {rid}: {e}"))
+                .into_inner();
+            out.evidence
+                .insert(rid, resp.evidence.expect("evidence in response").id);
+            resp.receipt
+        } else if let Some(mut req) = line.verdict {
+            req.claim_id = resolve(&out, &req.claim_id);
+            c.claims
+                .record_verdict(req)
+                .await
+                .expect("RecordVerdict")
+                .into_inner()
+                .receipt
+        } else if let Some(mut req) = line.retraction {
+            req.claim_id = resolve(&out, &req.claim_id);
+            c.claims
+                .retract_claim(req)
+                .await
+                .expect("RetractClaim")
+                .into_inner()
+                .receipt
+        } else {
+            panic!("an empty import line");
+        };
+        out.receipts
+            .push(receipt.expect("every write returns a receipt"));
+    }
+    out
+}
