@@ -153,11 +153,20 @@ impl Reader {
         &self.log
     }
 
+    /// A source record as of the published (durable) log size: the writer makes a group's
+    /// records visible before its fdatasync ends, and nothing is shown before it is durable.
     fn lookup_source(&self, id: &str) -> Result<Option<pb::GetSourceResponse>, LedgerError> {
-        match self.idx.get(&join(&[keys::SOURCE, id.as_bytes()]))? {
-            None => Ok(None),
-            Some(v) => decode(&v, "source record").map(Some),
-        }
+        let Some(v) = self.idx.get(&join(&[keys::SOURCE, id.as_bytes()]))? else {
+            return Ok(None);
+        };
+        let mut rec: pb::GetSourceResponse = decode(&v, "source record")?;
+        let size = self.log.size();
+        rec.grades.retain(|g| g.index < size);
+        let Some(source) = source_as_of(&rec, Some(size)) else {
+            return Ok(None);
+        };
+        rec.source = Some(source);
+        Ok(Some(rec))
     }
 
     pub fn source(&self, id: &str) -> Result<pb::GetSourceResponse, LedgerError> {
@@ -193,11 +202,17 @@ impl Reader {
         Ok((out, next))
     }
 
+    /// A claim record as of the published (durable) log size (see `lookup_source`).
     fn record(&self, id: &str) -> Result<pb::GetClaimResponse, LedgerError> {
-        match self.idx.get(&join(&[keys::CLAIM, id.as_bytes()]))? {
-            None => Err(not_found("claim", id)),
-            Some(v) => decode(&v, "claim record"),
+        let Some(v) = self.idx.get(&join(&[keys::CLAIM, id.as_bytes()]))? else {
+            return Err(not_found("claim", id));
+        };
+        let rec: pb::GetClaimResponse = decode(&v, "claim record")?;
+        let size = self.log.size();
+        if rec.claim.as_ref().is_none_or(|c| c.index >= size) {
+            return Err(not_found("claim", id));
         }
+        Ok(record_as_of(&rec, size))
     }
 
     /// The claim id an evidence id belongs to.
@@ -234,11 +249,10 @@ impl Reader {
                 size,
             }));
         }
+        // The record is cut to a published size at least `size`; cut it to exactly `size`, which
+        // the returned checkpoint and proofs are about.
         let rec = self.record(id)?;
         if as_of == 0 {
-            // The writer makes a group's records visible before it publishes the new size, so
-            // the record may already hold entries beyond `size`: answer as of `size`, which the
-            // returned checkpoint and proofs are about.
             if rec.claim.as_ref().is_none_or(|c| c.index >= size) {
                 return Err(not_found("claim", id));
             }
@@ -315,7 +329,12 @@ impl Reader {
         let mut out = Vec::new();
         let mut last_index = None;
         let mut more = false;
+        let durable = self.log.size();
         let mut consider = |claim_index: u64, id: &str| -> Result<bool, LedgerError> {
+            // Candidates come in log order; from the first one not yet durable on, none is.
+            if claim_index >= durable {
+                return Ok(false);
+            }
             let rec = self.record(id)?;
             let Some(claim) = rec.claim.as_ref() else {
                 return Ok(true);
