@@ -1,0 +1,919 @@
+//! Tests of the log engine (`claimledger::log`): the RFC 6962 tree math against published
+//! vectors, proofs (property-tested and against a real log), receipts and checkpoint
+//! signatures, typed out-of-range errors, tamper detection, reopening, and many concurrent
+//! appends.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use claimledger::log::checkpoint::verify_checkpoint;
+use claimledger::log::store::leaf_hash;
+use claimledger::log::verify::verify;
+use claimledger::log::{
+    Checkpointer, Envelope, Log, LogError, NoApply, Options, Receipt, Store, DEFAULT_ORIGIN,
+};
+use proptest::prelude::*;
+use prost::Message;
+use signed_note::{Note, StandardVerifier, VerifierList};
+use tlog_tiles::{
+    check_record, check_tree, prove_record, prove_tree, record_hash, stored_hashes, tree_hash,
+    Hash, HashReader, EMPTY_HASH,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len() % 2 == 0, "odd hex length: {s}");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn h(s: &str) -> Hash {
+    Hash(unhex(s).try_into().expect("32-byte hash"))
+}
+
+/// Stored hashes in Go sumdb's stored-hash-index order, in memory: an independent tree built
+/// only with `tlog_tiles`, sharing no code with `claimledger::log`.
+#[derive(Default)]
+struct MemTree {
+    hashes: Vec<Hash>,
+    n: u64,
+}
+
+impl HashReader for MemTree {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|&i| {
+                self.hashes
+                    .get(i as usize)
+                    .copied()
+                    .ok_or_else(|| tlog_tiles::Error::InvalidInput(format!("no hash {i}")))
+            })
+            .collect()
+    }
+}
+
+impl MemTree {
+    fn push(&mut self, data: &[u8]) {
+        let new = stored_hashes(self.n, data, self).expect("stored_hashes");
+        assert_eq!(
+            self.hashes.len() as u64,
+            tlog_tiles::stored_hash_index(0, self.n),
+            "stored hashes are appended in sumdb order"
+        );
+        self.hashes.extend(new);
+        self.n += 1;
+    }
+
+    fn of<T: AsRef<[u8]>>(leaves: &[T]) -> MemTree {
+        let mut t = MemTree::default();
+        for l in leaves {
+            t.push(l.as_ref());
+        }
+        t
+    }
+
+    fn root(&self, n: u64) -> Hash {
+        tree_hash(n, self).expect("tree_hash")
+    }
+}
+
+fn flip(hash: &Hash, byte: usize) -> Hash {
+    let mut out = *hash;
+    out.0[byte] ^= 0x01;
+    out
+}
+
+/// Shuts the log down and drops this handle (and with it the sled database), so the directory
+/// can be opened again in this process.
+async fn close(log: Log) {
+    log.shutdown().await.expect("shutdown");
+}
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+fn open(dir: &Path) -> Log {
+    Log::open(dir, Options::default(), Arc::new(NoApply)).expect("open log")
+}
+
+/// Appends `bodies` concurrently (so the writer forms groups) and returns receipts in input
+/// order.
+async fn append_all(log: &Log, bodies: Vec<Vec<u8>>) -> Vec<Receipt> {
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|b| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append("tester", b).await.expect("append") })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.expect("join"));
+    }
+    out
+}
+
+fn stored_entries(log: &Log, n: u64) -> Vec<Vec<u8>> {
+    let entries: Vec<Vec<u8>> = log
+        .store()
+        .entries(0, n)
+        .map(|kv| {
+            let (_, v) = kv.expect("read entry");
+            v.to_vec()
+        })
+        .collect();
+    assert_eq!(entries.len() as u64, n);
+    entries
+}
+
+fn audit(log: &Log) -> claimledger::log::VerifyReport {
+    verify(log.store(), log.checkpointer(), &mut |_| {}).expect("verify runs")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Known-answer vectors
+//
+// From github.com/transparency-dev/merkle: testonly/constants.go (LeafInputs, NodeHashes,
+// RootHashes; commit 582a6ad190b6848f1d26f8bf08ddef29955d9db1) and proof/verify_test.go
+// (inclusionProofs, consistencyProofs; commit 02194e9afb6c1d95b5381350007963aa70fff472). They
+// are the RFC 6962 vectors of Certificate Transparency's merkle_tree_test.cc. In verify_test.go
+// the inclusion vectors' `leaf` is 1-based; below the indexes are 0-based.
+// ---------------------------------------------------------------------------------------------
+
+fn leaf_inputs() -> Vec<Vec<u8>> {
+    [
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    ]
+    .iter()
+    .map(|s| unhex(s))
+    .collect()
+}
+
+/// RootHashes()[1..=8]: the roots of the trees of the first 1..=8 leaf inputs.
+const ROOTS: [&str; 8] = [
+    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+];
+
+/// NodeHashes()[0]: the leaf hashes of the eight leaf inputs.
+const LEAF_HASHES: [&str; 8] = [
+    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+    "0298d122906dcfc10892cb53a73992fc5b9f493ea4c9badb27b791b4127a7fe7",
+    "07506a85fd9dd2f120eb694f86011e5bb4662e5c415a62917033d4a9624487e7",
+    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+    "4271a26be0d8a84f0bd54c8c302e7cb3a3b5d1fa6780a40bcce2873477dab658",
+    "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
+    "46f6ffadd3d06a09ff3c5860d2755c8b9819db7df44251788c7d8e3180de8eb1",
+];
+
+/// (0-based leaf index, tree size, proof).
+fn inclusion_vectors() -> Vec<(u64, u64, Vec<Hash>)> {
+    vec![
+        (0, 1, vec![]),
+        (
+            0,
+            8,
+            vec![
+                h("96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7"),
+                h("5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e"),
+                h("6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"),
+            ],
+        ),
+        (
+            5,
+            8,
+            vec![
+                h("bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"),
+                h("ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0"),
+                h("d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"),
+            ],
+        ),
+        (
+            2,
+            3,
+            vec![h(
+                "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+            )],
+        ),
+        (
+            1,
+            5,
+            vec![
+                h("6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"),
+                h("5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e"),
+                h("bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"),
+            ],
+        ),
+    ]
+}
+
+/// (old size, new size, proof).
+fn consistency_vectors() -> Vec<(u64, u64, Vec<Hash>)> {
+    vec![
+        (1, 1, vec![]),
+        (
+            1,
+            8,
+            vec![
+                h("96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7"),
+                h("5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e"),
+                h("6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"),
+            ],
+        ),
+        (
+            6,
+            8,
+            vec![
+                h("0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a"),
+                h("ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0"),
+                h("d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"),
+            ],
+        ),
+        (
+            2,
+            5,
+            vec![
+                h("5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e"),
+                h("bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"),
+            ],
+        ),
+        (
+            6,
+            7,
+            vec![
+                h("0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a"),
+                h("b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f"),
+                h("d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"),
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn rfc6962_leaf_hashes_and_roots_of_sizes_1_to_8() {
+    let leaves = leaf_inputs();
+    for (i, l) in leaves.iter().enumerate() {
+        assert_eq!(record_hash(l), h(LEAF_HASHES[i]), "leaf hash {i}");
+        assert_eq!(leaf_hash(l), h(LEAF_HASHES[i]), "our leaf_hash {i}");
+    }
+    let tree = MemTree::of(&leaves);
+    assert_eq!(tree.root(0), EMPTY_HASH);
+    assert_eq!(
+        EMPTY_HASH,
+        h("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    );
+    for n in 1..=8u64 {
+        assert_eq!(tree.root(n), h(ROOTS[n as usize - 1]), "root of size {n}");
+    }
+}
+
+#[test]
+fn rfc6962_inclusion_proof_vectors() {
+    let leaves = leaf_inputs();
+    let tree = MemTree::of(&leaves);
+    for (index, size, want) in inclusion_vectors() {
+        let got = prove_record(size, index, &tree).expect("prove_record");
+        assert_eq!(got, want, "inclusion proof of {index} in {size}");
+        let root = h(ROOTS[size as usize - 1]);
+        let leaf = h(LEAF_HASHES[index as usize]);
+        check_record(&want, size, root, index, leaf).expect("vector verifies");
+        // A wrong index, leaf or root must not verify.
+        if size > 1 {
+            let other = (index + 1) % size;
+            assert!(check_record(&want, size, root, other, leaf).is_err());
+        }
+        assert!(check_record(&want, size, root, index, flip(&leaf, 0)).is_err());
+        assert!(check_record(&want, size, flip(&root, 31), index, leaf).is_err());
+    }
+}
+
+#[test]
+fn rfc6962_consistency_proof_vectors() {
+    let leaves = leaf_inputs();
+    let tree = MemTree::of(&leaves);
+    for (old, new, want) in consistency_vectors() {
+        let got = prove_tree(new, old, &tree).expect("prove_tree");
+        assert_eq!(got, want, "consistency proof {old} -> {new}");
+        let old_root = h(ROOTS[old as usize - 1]);
+        let new_root = h(ROOTS[new as usize - 1]);
+        check_tree(&want, new, new_root, old, old_root).expect("vector verifies");
+        if old != new {
+            assert!(check_tree(&want, new, old_root, old, new_root).is_err());
+            assert!(check_tree(&want, new, new_root, old, flip(&old_root, 7)).is_err());
+        }
+    }
+}
+
+/// The log end to end against the independent in-memory tree: the standard leaf inputs (and
+/// more) are appended as bodies, and for every size the log's root (and the root rebuilt by
+/// its own offline audit, a separate compact-tree implementation) must equal the root that
+/// `tlog_tiles` computes over the stored entry bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_roots_agree_with_an_independent_tree_at_every_size() {
+    let dir = temp();
+    let log = open(dir.path());
+    let mut bodies = leaf_inputs();
+    for i in 0..40u32 {
+        bodies.push(format!("body {i}").repeat(i as usize % 5 + 1).into_bytes());
+    }
+    assert_eq!(log.root_at(0).unwrap(), EMPTY_HASH);
+
+    let mut tree = MemTree::default();
+    for (i, body) in bodies.iter().enumerate() {
+        let n = i as u64 + 1;
+        let r = log.append("tester", body.clone()).await.expect("append");
+        assert_eq!(r.index, i as u64);
+        let bytes = log.store().entry(r.index).unwrap().expect("stored entry");
+        let env = Envelope::decode(&bytes[..]).expect("decodes");
+        assert_eq!(&env.body, body, "the body is stored as given");
+        assert_eq!(record_hash(&bytes), r.leaf_hash);
+        tree.push(&bytes);
+
+        let want = tree.root(n);
+        assert_eq!(log.root_at(n).unwrap(), want, "root_at({n})");
+        assert_eq!(r.checkpoint.size, n);
+        assert_eq!(r.checkpoint.root, want, "receipt checkpoint root at {n}");
+        let report = audit(&log);
+        assert!(report.ok(), "audit at {n}: {report:?}");
+        assert_eq!(report.root, Some(want), "audit's compact tree root at {n}");
+    }
+    // Earlier sizes stay answerable after later appends.
+    let n = bodies.len() as u64;
+    for m in 0..=n {
+        assert_eq!(
+            log.root_at(m).unwrap(),
+            tree.root(m),
+            "root_at({m}) at the end"
+        );
+    }
+    close(log).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proofs: property test over the tree math, and a real log
+// ---------------------------------------------------------------------------------------------
+
+fn leaf_data(seed: u64, i: u64) -> Vec<u8> {
+    format!("leaf {seed} #{i}").into_bytes()
+}
+
+/// Every inclusion proof verifies, and flipping any byte of any proof hash or of the leaf
+/// data makes it fail.
+fn check_inclusion_exhaustively(tree: &MemTree, seed: u64, t: u64, i: u64) {
+    let root = tree.root(t);
+    let data = leaf_data(seed, i);
+    let leaf = record_hash(&data);
+    let proof = prove_record(t, i, tree).expect("prove_record");
+    check_record(&proof, t, root, i, leaf).expect("inclusion proof verifies");
+    for k in 0..proof.len() {
+        for b in 0..32 {
+            let mut bad = proof.clone();
+            bad[k] = flip(&bad[k], b);
+            assert!(
+                check_record(&bad, t, root, i, leaf).is_err(),
+                "flipped byte {b} of proof hash {k} (t={t}, i={i}) still verifies"
+            );
+        }
+    }
+    for b in 0..data.len() {
+        let mut bad = data.clone();
+        bad[b] ^= 0x80;
+        assert!(
+            check_record(&proof, t, root, i, record_hash(&bad)).is_err(),
+            "flipped byte {b} of leaf {i} (t={t}) still verifies"
+        );
+    }
+}
+
+/// Every consistency proof verifies, and flipping any byte of any proof hash or of the old
+/// root makes it fail.
+fn check_consistency_exhaustively(tree: &MemTree, t: u64, n: u64) {
+    let new_root = tree.root(t);
+    let old_root = tree.root(n);
+    let proof = prove_tree(t, n, tree).expect("prove_tree");
+    check_tree(&proof, t, new_root, n, old_root).expect("consistency proof verifies");
+    for k in 0..proof.len() {
+        for b in 0..32 {
+            let mut bad = proof.clone();
+            bad[k] = flip(&bad[k], b);
+            assert!(
+                check_tree(&bad, t, new_root, n, old_root).is_err(),
+                "flipped byte {b} of proof hash {k} ({n} -> {t}) still verifies"
+            );
+        }
+    }
+    for b in 0..32 {
+        assert!(
+            check_tree(&proof, t, new_root, n, flip(&old_root, b)).is_err(),
+            "flipped byte {b} of the old root ({n} -> {t}) still verifies"
+        );
+        assert!(
+            check_tree(&proof, t, flip(&new_root, b), n, old_root).is_err(),
+            "flipped byte {b} of the new root ({n} -> {t}) still verifies"
+        );
+    }
+}
+
+fn tree_case() -> impl Strategy<Value = (u64, u64, u64, u64)> {
+    (1u64..=300, any::<u64>()).prop_flat_map(|(t, seed)| (Just(t), 0..t, 1..=t, Just(seed)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn proofs_verify_and_any_flipped_byte_fails((t, i, n, seed) in tree_case()) {
+        let leaves: Vec<Vec<u8>> = (0..t).map(|k| leaf_data(seed, k)).collect();
+        let tree = MemTree::of(&leaves);
+        check_inclusion_exhaustively(&tree, seed, t, i);
+        check_consistency_exhaustively(&tree, t, n);
+        // The same index in a smaller tree that still contains it.
+        let t2 = (i + 1).max(n);
+        check_inclusion_exhaustively(&tree, seed, t2, i);
+    }
+}
+
+/// The same properties against a real log of 200 entries: proofs from the log, roots from
+/// its signed checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_log_proofs_verify_and_flipped_bytes_fail() {
+    const N: u64 = 200;
+    let dir = temp();
+    let log = open(dir.path());
+    let bodies: Vec<Vec<u8>> = (0..N).map(|i| format!("entry {i}").into_bytes()).collect();
+    append_all(&log, bodies).await;
+    assert_eq!(log.size(), N);
+
+    let entries = stored_entries(&log, N);
+    let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(e)).collect();
+    let vk = log.checkpointer().verifier_key().to_string();
+    let mut roots: HashMap<u64, Hash> = HashMap::new();
+    for t in 1..=N {
+        let cp = log.checkpoint_at(t).expect("checkpoint_at");
+        let checked = verify_checkpoint(cp.note.as_bytes(), &vk, DEFAULT_ORIGIN)
+            .expect("checkpoint signature");
+        assert_eq!((checked.size, checked.root), (t, cp.root));
+        assert_eq!(cp.root, log.root_at(t).unwrap());
+        roots.insert(t, cp.root);
+    }
+    let latest = log.latest_checkpoint().unwrap();
+    assert_eq!(latest.size, N);
+    assert_eq!(latest.root, roots[&N]);
+
+    for i in 0..N {
+        for t in [i + 1, (i + 1).max(N / 2 + 7), N] {
+            let proof = log.inclusion_proof(i, t).expect("inclusion_proof");
+            check_record(&proof, t, roots[&t], i, leaves[i as usize])
+                .unwrap_or_else(|e| panic!("inclusion {i} in {t}: {e}"));
+            for k in 0..proof.len() {
+                let mut bad = proof.clone();
+                bad[k] = flip(&bad[k], (i as usize + k) % 32);
+                assert!(check_record(&bad, t, roots[&t], i, leaves[i as usize]).is_err());
+            }
+            let mut bad_entry = entries[i as usize].clone();
+            let at = (i as usize * 7) % bad_entry.len();
+            bad_entry[at] ^= 0x01;
+            assert!(check_record(&proof, t, roots[&t], i, leaf_hash(&bad_entry)).is_err());
+        }
+    }
+    for old in 1..=N {
+        for new in [old, (old + 13).min(N), N] {
+            let proof = log.consistency_proof(old, new).expect("consistency_proof");
+            check_tree(&proof, new, roots[&new], old, roots[&old])
+                .unwrap_or_else(|e| panic!("consistency {old} -> {new}: {e}"));
+            for k in 0..proof.len() {
+                let mut bad = proof.clone();
+                bad[k] = flip(&bad[k], (old as usize + k) % 32);
+                assert!(check_tree(&bad, new, roots[&new], old, roots[&old]).is_err());
+            }
+            if old != new && old > 1 {
+                assert!(check_tree(&proof, new, roots[&new], old, roots[&(old - 1)]).is_err());
+            }
+        }
+    }
+    // From the empty tree the proof is empty (RFC 9162 §2.1.4).
+    assert!(log.consistency_proof(0, N).unwrap().is_empty());
+    close(log).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receipts and checkpoint signatures
+// ---------------------------------------------------------------------------------------------
+
+fn verify_note_with(note: &str, verifier_key: &str) -> Result<Vec<u8>, String> {
+    let verifier = StandardVerifier::new(verifier_key).map_err(|e| e.to_string())?;
+    let parsed = Note::from_bytes(note.as_bytes()).map_err(|e| e.to_string())?;
+    parsed
+        .verify(&VerifierList::new(vec![Box::new(verifier)]))
+        .map_err(|e| e.to_string())?;
+    Ok(parsed.text().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_verify_offline_and_checkpoints_from_another_key_are_rejected() {
+    let dir_a = temp();
+    let dir_b = temp();
+    let a = open(dir_a.path());
+    let b = open(dir_b.path());
+    let vk_a = a.checkpointer().verifier_key().to_string();
+    let vk_b = b.checkpointer().verifier_key().to_string();
+    assert_ne!(vk_a, vk_b, "each data directory has its own key");
+    assert!(vk_a.starts_with(&format!("{DEFAULT_ORIGIN}+")));
+
+    let bodies: Vec<Vec<u8>> = (0..60).map(|i| format!("claim {i}").into_bytes()).collect();
+    let receipts = append_all(&a, bodies.clone()).await;
+    let receipts_b = append_all(&b, bodies[..5].to_vec()).await;
+
+    for r in &receipts {
+        // The proof, the root and the checkpoint come from one tree size.
+        assert!(r.index < r.checkpoint.size);
+        check_record(
+            &r.inclusion_proof,
+            r.checkpoint.size,
+            r.checkpoint.root,
+            r.index,
+            r.leaf_hash,
+        )
+        .unwrap_or_else(|e| panic!("receipt {}: {e}", r.index));
+        let stored = a.store().entry(r.index).unwrap().expect("entry stored");
+        assert_eq!(leaf_hash(&stored), r.leaf_hash);
+        assert_eq!(a.store().index_of(&r.leaf_hash).unwrap(), Some(r.index));
+
+        // The note verifies with the signed_note crate's own verifier, and its text is the
+        // checkpoint the receipt describes.
+        let text = verify_note_with(&r.checkpoint.note, &vk_a).expect("note verifies");
+        let cp = tlog_tiles::Checkpoint::from_bytes(&text).expect("checkpoint text");
+        assert_eq!(cp.origin(), DEFAULT_ORIGIN);
+        assert_eq!(cp.size(), r.checkpoint.size);
+        assert_eq!(*cp.hash(), r.checkpoint.root);
+        assert_eq!(cp.hash(), &a.root_at(r.checkpoint.size).unwrap());
+
+        // Another key does not vouch for it.
+        assert!(verify_note_with(&r.checkpoint.note, &vk_b).is_err());
+        assert!(verify_checkpoint(r.checkpoint.note.as_bytes(), &vk_b, DEFAULT_ORIGIN).is_err());
+    }
+    // B's checkpoints (same origin, other key) are rejected by A's verifier and by A's log.
+    for r in &receipts_b {
+        verify_note_with(&r.checkpoint.note, &vk_b).expect("B verifies its own");
+        assert!(verify_note_with(&r.checkpoint.note, &vk_a).is_err());
+        assert!(a
+            .checkpointer()
+            .verify(r.checkpoint.note.as_bytes())
+            .is_err());
+    }
+    // A's note with its text altered (a different size) no longer verifies.
+    let note = &receipts.last().unwrap().checkpoint.note;
+    let size_line = format!("\n{}\n", a.size());
+    assert!(note.contains(&size_line));
+    let forged = note.replacen(&size_line, &format!("\n{}\n", a.size() + 1), 1);
+    assert!(verify_note_with(&forged, &vk_a).is_err());
+    assert!(verify_checkpoint(forged.as_bytes(), &vk_a, DEFAULT_ORIGIN).is_err());
+    // A wrong origin is rejected even with the right key.
+    assert!(verify_checkpoint(note.as_bytes(), &vk_a, "other.example/log").is_err());
+
+    close(a).await;
+    close(b).await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp();
+    let log = open(dir.path());
+    let vk = log.checkpointer().verifier_key().to_string();
+    close(log).await;
+    let path = dir.path().join(claimledger::log::checkpoint::KEY_FILE);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The key is reused on the next open.
+    let log = open(dir.path());
+    assert_eq!(log.checkpointer().verifier_key(), vk);
+    close(log).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Out of range
+// ---------------------------------------------------------------------------------------------
+
+fn out_of_range<T: std::fmt::Debug>(r: Result<T, LogError>) {
+    match r {
+        Err(LogError::OutOfRange { .. }) => {}
+        other => panic!("expected OutOfRange, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_tree_are_typed_errors() {
+    let dir = temp();
+    let log = open(dir.path());
+
+    // The empty log.
+    assert_eq!(log.root_at(0).unwrap(), EMPTY_HASH);
+    out_of_range(log.root_at(1));
+    out_of_range(log.inclusion_proof(0, 0));
+    out_of_range(log.inclusion_proof(0, 1));
+    out_of_range(log.consistency_proof(0, 1));
+    out_of_range(log.checkpoint_at(1));
+
+    append_all(&log, (0..5u8).map(|i| vec![i; 10]).collect()).await;
+    assert_eq!(log.size(), 5);
+    out_of_range(log.root_at(6));
+    out_of_range(log.root_at(u64::MAX));
+    out_of_range(log.inclusion_proof(5, 5));
+    out_of_range(log.inclusion_proof(4, 6));
+    out_of_range(log.inclusion_proof(3, 3));
+    out_of_range(log.inclusion_proof(u64::MAX, 5));
+    out_of_range(log.inclusion_proof(0, u64::MAX));
+    out_of_range(log.consistency_proof(1, 6));
+    out_of_range(log.consistency_proof(6, 7));
+    out_of_range(log.consistency_proof(1, u64::MAX));
+    out_of_range(log.checkpoint_at(6));
+    out_of_range(log.checkpoint_at(u64::MAX));
+    // An old size above the new one is not a range problem but an invalid request.
+    assert!(matches!(
+        log.consistency_proof(4, 3),
+        Err(LogError::InvalidArgument(_))
+    ));
+    // Everything up to the size still answers.
+    for t in 1..=5 {
+        log.root_at(t).unwrap();
+        log.checkpoint_at(t).unwrap();
+        for i in 0..t {
+            log.inclusion_proof(i, t).unwrap();
+        }
+        log.consistency_proof(t, 5).unwrap();
+    }
+    close(log).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tampering
+// ---------------------------------------------------------------------------------------------
+
+fn entry_key(index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'e';
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// Replaces the stored bytes of entry `index` with `f(bytes)` directly in sled.
+fn rewrite_entry(dir: &Path, index: u64, f: impl FnOnce(&mut Vec<u8>)) {
+    let db = sled::open(dir.join("sled")).expect("open sled directly");
+    let key = entry_key(index);
+    let mut bytes = db.get(key).unwrap().expect("entry exists").to_vec();
+    f(&mut bytes);
+    db.insert(key, bytes).unwrap();
+    db.flush().unwrap();
+}
+
+fn offline_verify(dir: &Path) -> claimledger::log::VerifyReport {
+    let store = Store::open(dir).expect("store opens");
+    let cp = Checkpointer::load_or_create(dir, DEFAULT_ORIGIN).expect("key loads");
+    verify(&store, &cp, &mut |_| {}).expect("verify runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_a_stored_entry_is_named_by_verify_and_refused_on_open() {
+    const N: u64 = 100;
+    const BAD: u64 = 37;
+    let dir = temp();
+    let log = open(dir.path());
+    append_all(
+        &log,
+        (0..N)
+            .map(|i| format!("entry number {i}").into_bytes())
+            .collect(),
+    )
+    .await;
+    close(log).await;
+
+    let original = {
+        let db = sled::open(dir.path().join("sled")).unwrap();
+        db.get(entry_key(BAD)).unwrap().unwrap().to_vec()
+    };
+    assert!(offline_verify(dir.path()).ok());
+
+    // Flip bytes in different fields: the index tag, the prev hash, the body.
+    let positions = [0, 5, original.len() / 2, original.len() - 1];
+    for &at in &positions {
+        rewrite_entry(dir.path(), BAD, |b| b[at] ^= 0x01);
+
+        let report = offline_verify(dir.path());
+        assert_eq!(
+            report.first_bad_index,
+            Some(BAD),
+            "byte {at}: verify must name index {BAD}: {report:?}"
+        );
+        assert!(!report.ok());
+
+        match Log::open(dir.path(), Options::default(), Arc::new(NoApply)) {
+            Err(LogError::Tampered { index, reason }) => {
+                assert_eq!(index, BAD, "byte {at}: open names the index ({reason})")
+            }
+            Err(e) => panic!("byte {at}: expected Tampered, got {e}"),
+            Ok(_) => panic!("byte {at}: a tampered log opened"),
+        }
+
+        // Put it back: the log verifies and opens again.
+        let orig = original.clone();
+        rewrite_entry(dir.path(), BAD, move |b| *b = orig);
+        assert!(offline_verify(dir.path()).ok());
+    }
+
+    // A flipped stored hash (not an entry). Offline verify compares every stored hash with the
+    // one rebuilt from the entries, and names the entry whose append wrote it.
+    let leaf_at = tlog_tiles::stored_hash_index(0, BAD);
+    let original_hash = rewrite_stored_hash(dir.path(), leaf_at, |v| v[3] ^= 0x40);
+    assert_eq!(offline_verify(dir.path()).first_bad_index, Some(BAD));
+    rewrite_stored_hash(dir.path(), leaf_at, |v| *v = original_hash);
+    assert!(offline_verify(dir.path()).ok());
+
+    // The start-up check reads the stored roots of the complete subtrees covering the tree
+    // (for 100 entries: [0,64), [64,96), [96,100)); a flip there is refused on open even
+    // without re-hashing, naming the entry that completed that subtree (99).
+    let top = tlog_tiles::stored_hash_index(2, 96 / 4);
+    rewrite_stored_hash(dir.path(), top, |v| v[0] ^= 0x01);
+    assert_eq!(offline_verify(dir.path()).first_bad_index, Some(N - 1));
+    for rehash_on_open in [false, true] {
+        let opts = Options {
+            rehash_on_open,
+            ..Options::default()
+        };
+        match Log::open(dir.path(), opts, Arc::new(NoApply)) {
+            Err(LogError::Tampered { index, .. }) => assert_eq!(index, N - 1),
+            Err(e) => panic!("expected Tampered, got {e}"),
+            Ok(_) => panic!("a log with a bad stored subtree root opened"),
+        }
+    }
+}
+
+/// Replaces stored hash `index` with `f(hash)` directly in sled; returns the original.
+fn rewrite_stored_hash(dir: &Path, index: u64, f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let db = sled::open(dir.join("sled")).expect("open sled directly");
+    let mut k = [0u8; 9];
+    k[0] = b'h';
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    let original = db.get(k).unwrap().expect("stored hash exists").to_vec();
+    let mut v = original.clone();
+    f(&mut v);
+    db.insert(k, v).unwrap();
+    db.flush().unwrap();
+    original
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reopening
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_keeps_everything_and_appends_continue_the_chain() {
+    let dir = temp();
+    let log = open(dir.path());
+    append_all(
+        &log,
+        (0..30).map(|i| format!("a{i}").into_bytes()).collect(),
+    )
+    .await;
+    let size = log.size();
+    let root = log.root_at(size).unwrap();
+    let latest = log.latest_checkpoint().unwrap();
+    let entries = stored_entries(&log, size);
+    let vk = log.checkpointer().verifier_key().to_string();
+    close(log).await;
+
+    let log = open(dir.path());
+    assert_eq!(log.size(), size);
+    assert_eq!(log.root_at(size).unwrap(), root);
+    assert_eq!(log.latest_checkpoint().unwrap(), latest);
+    assert_eq!(stored_entries(&log, size), entries);
+    assert_eq!(log.checkpointer().verifier_key(), vk);
+
+    // Appends continue where the log stopped, one at a time and then concurrently.
+    let r = log
+        .append("tester", b"after reopen".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.index, size);
+    append_all(
+        &log,
+        (0..19).map(|i| format!("b{i}").into_bytes()).collect(),
+    )
+    .await;
+    let total = log.size();
+    assert_eq!(total, size + 20);
+    // The old tree is a prefix of the new one.
+    let proof = log.consistency_proof(size, total).unwrap();
+    check_tree(&proof, total, log.root_at(total).unwrap(), size, root).unwrap();
+    close(log).await;
+
+    // Reopen once more and check every link of the chain.
+    let log = open(dir.path());
+    assert_eq!(log.size(), total);
+    let all = stored_entries(&log, total);
+    assert_eq!(&all[..size as usize], &entries[..]);
+    let mut prev = [0u8; 32];
+    for (i, bytes) in all.iter().enumerate() {
+        let env = Envelope::decode(&bytes[..]).expect("entry decodes");
+        assert_eq!(env.index, i as u64);
+        assert_eq!(env.prev_hash, prev.to_vec(), "prev_hash link of {i}");
+        assert_eq!(env.actor, "tester");
+        assert!(env.recorded_at.is_some());
+        prev = leaf_hash(bytes).0;
+    }
+    assert!(audit(&log).ok());
+    close(log).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Many concurrent appenders
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_appends_get_contiguous_indexes_and_valid_receipts() {
+    const TASKS: usize = 50;
+    const EACH: usize = 40;
+    let dir = temp();
+    // A small queue so appenders really wait for room.
+    let opts = Options {
+        queue_capacity: 8,
+        max_group: 64,
+        ..Options::default()
+    };
+    let log = Log::open(dir.path(), opts, Arc::new(NoApply)).unwrap();
+    let vk = log.checkpointer().verifier_key().to_string();
+
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut out = Vec::with_capacity(EACH);
+                for k in 0..EACH {
+                    let body = format!("task {t} append {k}").into_bytes();
+                    out.push((body.clone(), log.append("tester", body).await.unwrap()));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let total = (TASKS * EACH) as u64;
+    assert_eq!(all.len() as u64, total);
+    assert_eq!(log.size(), total);
+
+    let indexes: BTreeSet<u64> = all.iter().map(|(_, r)| r.index).collect();
+    assert_eq!(indexes.len() as u64, total, "indexes are distinct");
+    assert_eq!(
+        indexes.iter().copied().collect::<Vec<_>>(),
+        (0..total).collect::<Vec<_>>()
+    );
+
+    let mut checked_notes = HashMap::new();
+    for (body, r) in &all {
+        check_record(
+            &r.inclusion_proof,
+            r.checkpoint.size,
+            r.checkpoint.root,
+            r.index,
+            r.leaf_hash,
+        )
+        .unwrap();
+        let ok = *checked_notes.entry(r.checkpoint.size).or_insert_with(|| {
+            verify_checkpoint(r.checkpoint.note.as_bytes(), &vk, DEFAULT_ORIGIN).is_ok()
+        });
+        assert!(ok, "checkpoint {} verifies", r.checkpoint.size);
+        let stored = log.store().entry(r.index).unwrap().unwrap();
+        assert_eq!(leaf_hash(&stored), r.leaf_hash);
+        assert_eq!(&Envelope::decode(&stored[..]).unwrap().body, body);
+    }
+    let report = audit(&log);
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.checked, total);
+    close(log).await;
+}
