@@ -583,11 +583,20 @@ async fn receipts_verify_offline_and_checkpoints_from_another_key_are_rejected()
             .verify(r.checkpoint.note.as_bytes())
             .is_err());
     }
-    // A's note with its text altered (a different size) no longer verifies.
-    let note = &receipts.last().unwrap().checkpoint.note;
-    let size_line = format!("\n{}\n", a.size());
+    // A's note with its text altered (a different size) no longer verifies. Receipts of
+    // concurrent appends come back in any order, so take the one with the largest checkpoint.
+    let newest = receipts
+        .iter()
+        .max_by_key(|r| r.checkpoint.size)
+        .expect("receipts");
+    let note = &newest.checkpoint.note;
+    let size_line = format!("\n{}\n", newest.checkpoint.size);
     assert!(note.contains(&size_line));
-    let forged = note.replacen(&size_line, &format!("\n{}\n", a.size() + 1), 1);
+    let forged = note.replacen(
+        &size_line,
+        &format!("\n{}\n", newest.checkpoint.size + 1),
+        1,
+    );
     assert!(verify_note_with(&forged, &vk_a).is_err());
     assert!(verify_checkpoint(forged.as_bytes(), &vk_a, DEFAULT_ORIGIN).is_err());
     // A wrong origin is rejected even with the right key.
@@ -717,8 +726,18 @@ async fn a_flipped_byte_in_a_stored_entry_is_named_by_verify_and_refused_on_open
     };
     assert!(offline_verify(dir.path()).ok());
 
-    // Flip bytes in different fields: the index tag, the prev hash, the body.
-    let positions = [0, 5, original.len() / 2, original.len() - 1];
+    // Flip bytes in different places: the stored value is the hash count, the hashes the
+    // append stored (leaf hash first), then the entry bytes (index tag, prev hash, …, body).
+    let header = 1 + 32 * usize::from(original[0]);
+    let positions = [
+        0,
+        5,
+        header - 1,
+        header,
+        header + 5,
+        (header + original.len()) / 2,
+        original.len() - 1,
+    ];
     for &at in &positions {
         rewrite_entry(dir.path(), BAD, |b| b[at] ^= 0x01);
 
@@ -773,14 +792,19 @@ async fn a_flipped_byte_in_a_stored_entry_is_named_by_verify_and_refused_on_open
 
 /// Replaces stored hash `index` with `f(hash)` directly in sled; returns the original.
 fn rewrite_stored_hash(dir: &Path, index: u64, f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    // Stored hash (level, k) lives in the value of the entry that completed that subtree,
+    // (k + 1)·2^level − 1, as hash number `level` after the count byte.
+    let (level, k) = tlog_tiles::split_stored_hash_index(index);
+    let owner = ((k + 1) << level) - 1;
+    let at = 1 + 32 * usize::from(level);
     let db = sled::open(dir.join("sled")).expect("open sled directly");
-    let mut k = [0u8; 9];
-    k[0] = b'h';
-    k[1..].copy_from_slice(&index.to_be_bytes());
-    let original = db.get(k).unwrap().expect("stored hash exists").to_vec();
-    let mut v = original.clone();
-    f(&mut v);
-    db.insert(k, v).unwrap();
+    let key = entry_key(owner);
+    let mut value = db.get(key).unwrap().expect("entry exists").to_vec();
+    let original = value[at..at + 32].to_vec();
+    let mut h = original.clone();
+    f(&mut h);
+    value[at..at + 32].copy_from_slice(&h);
+    db.insert(key, value).unwrap();
     db.flush().unwrap();
     original
 }

@@ -49,3 +49,42 @@ impl EntryMeta {
 
 /// The `prev_hash` of entry 0.
 pub const ZERO_HASH: Hash = Hash([0; 32]);
+
+/// The stored value of an entry: the stored hashes its append produced (its leaf hash, then
+/// the root of every subtree it completed, in level order), then the entry's exact bytes:
+///
+/// ```text
+/// count: u8 | count × 32-byte hash | entry bytes
+/// ```
+///
+/// Keeping an entry's hashes in its own value means one sled key per entry instead of about
+/// three, which is what sled's cost is proportional to; the bytes that are hashed and served
+/// are still exactly the entry's, untouched.
+pub fn pack(hashes: &[Hash], entry: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + hashes.len() * 32 + entry.len());
+    // At most 1 + 64 hashes: one per level of a tree of up to 2^64 entries.
+    v.push(hashes.len() as u8);
+    for h in hashes {
+        v.extend_from_slice(&h.0);
+    }
+    v.extend_from_slice(entry);
+    v
+}
+
+/// Where the parts of a packed value are: `(hash count, offset of the entry bytes)`, or `None`
+/// if the value is too short to hold what its count byte says.
+pub fn unpack(v: &[u8]) -> Option<(usize, usize)> {
+    let count = usize::from(*v.first()?);
+    let entry_at = 1 + count * 32;
+    (count >= 1 && v.len() >= entry_at).then_some((count, entry_at))
+}
+
+/// Hash number `i` of a packed value.
+pub fn packed_hash(v: &[u8], i: usize) -> Option<Hash> {
+    let (count, _) = unpack(v)?;
+    if i >= count {
+        return None;
+    }
+    let at = 1 + i * 32;
+    Some(Hash(v.get(at..at + 32)?.try_into().ok()?))
+}

@@ -5,17 +5,19 @@
 //!
 //! | key                              | value                         | written by        |
 //! |----------------------------------|-------------------------------|-------------------|
-//! | `e` ‖ be64(index)                | the entry's exact bytes       | writer            |
-//! | `h` ‖ be64(stored hash index)    | 32-byte hash (sumdb order)    | writer            |
+//! | `e` ‖ be64(index)                | stored hashes ‖ entry bytes   | writer            |
 //! | `l` ‖ leaf hash                  | be64(index)                   | writer            |
 //! | `m` ‖ `size`                     | be64(tree size)               | writer            |
 //! | `m` ‖ `checkpoint`               | latest signed checkpoint note | writer            |
 //! | `m` ‖ `origin`                   | the checkpoint origin         | first open        |
 //! | `x` ‖ …                          | domain indexes                | writer, via Apply |
 //!
-//! Stored hashes follow Go's `sumdb/tlog` "stored hash index" order: appending entry `n` writes
-//! `1 + trailing_ones(n)` hashes at consecutive indexes starting at `stored_hash_index(0, n)`,
-//! so an append writes about two hashes and any root or proof reads O(log n) of them.
+//! Stored hashes follow Go's `sumdb/tlog` "stored hash index" order: appending entry `n`
+//! produces `1 + trailing_ones(n)` hashes at consecutive stored indexes starting at
+//! `stored_hash_index(0, n)` (its leaf hash, then each subtree it completes). They are kept in
+//! entry `n`'s own value ([`super::entry::pack`]), so stored hash `i` = (level `l`, node `k`)
+//! is hash `l` of entry `(k + 1)·2^l − 1`, the entry that completed that subtree. An append
+//! writes one key, and any root or proof reads O(log n) values.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,11 +27,11 @@ use tlog_tiles::{Hash, HashReader};
 
 use super::apply::IndexView;
 use super::checkpoint::{Checkpointer, SignedCheckpoint};
+use super::entry::{packed_hash, unpack};
 use super::error::LogError;
 use super::DEFAULT_ORIGIN;
 
 pub(crate) const ENTRY: u8 = b'e';
-pub(crate) const HASH: u8 = b'h';
 pub(crate) const LEAF: u8 = b'l';
 pub(crate) const META_SIZE: &[u8] = b"msize";
 pub(crate) const META_CHECKPOINT: &[u8] = b"mcheckpoint";
@@ -157,13 +159,16 @@ impl Store {
         })
     }
 
-    /// The stored bytes of entry `index`.
+    /// The stored bytes of entry `index` (exactly what was hashed).
     pub fn entry(&self, index: u64) -> Result<Option<sled::IVec>, LogError> {
-        Ok(self.tree.get(key(ENTRY, index))?)
+        match self.tree.get(key(ENTRY, index))? {
+            None => Ok(None),
+            Some(v) => entry_part(index, v).map(Some),
+        }
     }
 
-    /// Entries `[start, end)` in order, with their indexes.
-    pub fn entries(
+    /// Packed entry values `[start, end)` in order, with their indexes (for the audit).
+    pub(crate) fn packed(
         &self,
         start: u64,
         end: u64,
@@ -175,6 +180,16 @@ impl Store {
                 let idx = be64(&k[1..]).ok_or_else(|| LogError::Corrupt("entry key".into()))?;
                 Ok((idx, v))
             })
+    }
+
+    /// Entries `[start, end)` in order, with their indexes.
+    pub fn entries(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec), LogError>> + '_ {
+        self.packed(start, end)
+            .map(|kv| kv.and_then(|(i, v)| Ok((i, entry_part(i, v)?))))
     }
 
     /// The index of the entry with this leaf hash, if any.
@@ -199,15 +214,20 @@ impl Store {
         indexes
             .iter()
             .map(|&i| {
+                let (level, k) = tlog_tiles::split_stored_hash_index(i);
+                // The subtree (level, k) is completed by its last leaf, which stored its hash.
+                let n = (k + 1)
+                    .checked_shl(u32::from(level))
+                    .and_then(|x| x.checked_sub(1))
+                    .ok_or_else(|| LogError::Corrupt(format!("stored hash {i} out of range")))?;
                 let v = self
                     .tree
-                    .get(key(HASH, i))?
+                    .get(key(ENTRY, n))?
                     .ok_or_else(|| LogError::Corrupt(format!("stored hash {i} missing")))?;
-                let arr: [u8; 32] = v
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| LogError::Corrupt(format!("stored hash {i} has wrong length")))?;
-                Ok(Hash(arr))
+                packed_hash(&v, usize::from(level)).ok_or_else(|| LogError::Tampered {
+                    index: n,
+                    reason: "stored entry is malformed".into(),
+                })
             })
             .collect()
     }
@@ -286,23 +306,21 @@ impl Store {
         if quick_ok && !rehash {
             return Ok(());
         }
-        if quick_ok {
-            if let Ok(r) = super::verify::rehash_root(self, size) {
-                if r == stored.root {
-                    return Ok(());
-                }
-            }
-        }
-        // Something differs: the full audit names the first bad index.
+        // Re-hash everything (or find what differs): the full audit names the first bad index.
         let report = super::verify::verify(self, cp, &mut |_| {})?;
         match report.first_bad_index {
             Some(index) => Err(LogError::Tampered {
                 index,
                 reason: report.error,
             }),
+            None if report.ok() && quick_ok => Ok(()),
             None => Err(LogError::Corrupt(format!(
                 "stored root does not match the signed checkpoint: {}",
-                report.error
+                if report.error.is_empty() {
+                    "stored subtree hashes differ"
+                } else {
+                    &report.error
+                }
             ))),
         }
     }
@@ -317,6 +335,15 @@ impl HashReader for Reader<'_> {
             .read(indexes)
             .map_err(|e| tlog_tiles::Error::InvalidInput(e.to_string()))
     }
+}
+
+/// The entry bytes of a packed value.
+fn entry_part(index: u64, v: sled::IVec) -> Result<sled::IVec, LogError> {
+    let (_, at) = unpack(&v).ok_or_else(|| LogError::Tampered {
+        index,
+        reason: "stored entry is malformed".into(),
+    })?;
+    Ok(v.subslice(at, v.len() - at))
 }
 
 fn proof_error(e: tlog_tiles::Error) -> LogError {

@@ -2,8 +2,8 @@
 //!
 //! In one pass over the entries in index order it decodes each envelope, checks its index and
 //! its `prev_hash` link, re-hashes its exact bytes, rebuilds the RFC 6962 tree with a compact
-//! stack of subtree roots, and compares every hash it produces with the stored hash at the same
-//! stored-hash index (read in the same sequential order, since sumdb's order is append order).
+//! stack of subtree roots, and compares every hash this produces with the stored hashes kept in
+//! the same entry's value (an entry stores the hashes its append produced).
 //! At the end it compares the rebuilt root with the signed checkpoint and checks the signature.
 //! The first disagreement is reported with the index of the entry it belongs to.
 
@@ -11,9 +11,9 @@ use prost::Message;
 use tlog_tiles::Hash;
 
 use super::checkpoint::Checkpointer;
-use super::entry::{Envelope, ZERO_HASH};
+use super::entry::{packed_hash, unpack, Envelope, ZERO_HASH};
 use super::error::LogError;
-use super::store::{self, leaf_hash, Store};
+use super::store::{leaf_hash, Store};
 
 /// Progress of a running audit.
 #[derive(Debug, Clone, Copy)]
@@ -90,32 +90,6 @@ impl Compact {
     }
 }
 
-/// Re-hashes every entry below `size` and returns the root of the tree they form, without
-/// decoding or comparing anything else (the start-up leaf check).
-pub(crate) fn rehash_root(store: &Store, size: u64) -> Result<Hash, LogError> {
-    let mut c = Compact::default();
-    let mut scratch = Vec::new();
-    let mut expect = 0;
-    for kv in store.entries(0, size) {
-        let (i, bytes) = kv?;
-        if i != expect {
-            return Err(LogError::Tampered {
-                index: expect,
-                reason: "entry missing".into(),
-            });
-        }
-        c.push(leaf_hash(&bytes), &mut scratch);
-        expect += 1;
-    }
-    if expect != size {
-        return Err(LogError::Tampered {
-            index: expect,
-            reason: "entry missing".into(),
-        });
-    }
-    Ok(c.root())
-}
-
 /// Runs the full audit, calling `progress` every 65,536 entries and at the end.
 pub fn verify(
     store: &Store,
@@ -146,17 +120,18 @@ pub fn verify(
     let mut c = Compact::default();
     let mut produced = Vec::new();
     let mut prev = ZERO_HASH;
-    let mut hashes = store
-        .tree()
-        .range(store::key(store::HASH, 0)..store::key(store::HASH, u64::MAX));
-    let mut entries = store.entries(0, size);
+    let mut entries = store.packed(0, size);
     for i in 0..size {
-        let bytes = match entries.next() {
-            Some(Ok((idx, b))) if idx == i => b,
+        let packed = match entries.next() {
+            Some(Ok((idx, v))) if idx == i => v,
             Some(Ok(_)) | None => return fail(report, i, "entry missing".into()),
             Some(Err(e)) => return fail(report, i, format!("reading entry: {e}")),
         };
-        let env = match Envelope::decode(&bytes[..]) {
+        let Some((count, at)) = unpack(&packed) else {
+            return fail(report, i, "stored entry is malformed".into());
+        };
+        let bytes = &packed[at..];
+        let env = match Envelope::decode(bytes) {
             Ok(env) => env,
             Err(e) => return fail(report, i, format!("entry does not decode: {e}")),
         };
@@ -170,22 +145,21 @@ pub fn verify(
                 "prev_hash does not match the previous entry".into(),
             );
         }
-        let leaf = leaf_hash(&bytes);
+        let leaf = leaf_hash(bytes);
         c.push(leaf, &mut produced);
+        if count != produced.len() {
+            return fail(
+                report,
+                i,
+                format!("stores {count} hashes, its append makes {}", produced.len()),
+            );
+        }
         for (k, want) in produced.iter().enumerate() {
-            let idx = tlog_tiles::stored_hash_index(0, i) + k as u64;
-            let (stored_at, got) = match hashes.next() {
-                Some(Ok((key, v))) => (store::be64(&key[1..]).unwrap_or(u64::MAX), v),
-                Some(Err(e)) => return fail(report, i, format!("reading stored hash: {e}")),
-                None => return fail(report, i, format!("stored hash {idx} missing")),
-            };
-            if stored_at != idx {
-                return fail(report, i, format!("stored hash {idx} missing"));
-            }
-            if got.as_ref() != &want.0[..] {
+            if packed_hash(&packed, k).as_ref() != Some(want) {
                 let what = if k == 0 {
                     "entry bytes do not match the stored leaf hash".to_string()
                 } else {
+                    let idx = tlog_tiles::stored_hash_index(0, i) + k as u64;
                     format!("stored tree hash {idx} does not match the entries")
                 };
                 return fail(report, i, what);

@@ -8,14 +8,15 @@
 //!    domain layer validate it and stage its index writes ([`Apply`]); a refused entry takes no
 //!    index and its caller gets the refusal;
 //! 2. computes the stored hashes in sumdb order and the new root, and signs one checkpoint;
-//! 3. writes entries, hashes, leaf→index, domain indexes, size and checkpoint as one atomic sled
-//!    batch, flushes, and fdatasyncs sled's data file;
+//! 3. writes entries (each with its stored hashes), leaf→index, domain indexes, size and
+//!    checkpoint as one atomic sled batch, flushes, and fdatasyncs sled's data file;
 //! 4. only then answers every request with its receipt (inclusion proof against that checkpoint)
 //!    and publishes the new size to tails.
 //!
 //! If the commit fails, every request of the group gets the error and the in-memory state is
 //! left as it was, so nothing unacknowledged is ever reported as written.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::apply::{Apply, Ctx, Overlay, Rejection};
 use super::checkpoint::{Checkpointer, SignedCheckpoint};
-use super::entry::{EntryMeta, Envelope, ZERO_HASH};
+use super::entry::{pack, EntryMeta, Envelope, ZERO_HASH};
 use super::error::{AppendError, LogError};
 use super::store::{self, leaf_hash, Store};
 use super::{AppendRequest, Msg};
@@ -83,19 +84,40 @@ struct Writer {
     failed: Option<String>,
 }
 
-/// Stored hashes staged by the group, read before sled's.
+/// The stored hashes a group works with: those it produced, and those it read from sled (kept,
+/// since the group's proofs mostly need the same few older subtree roots again).
 struct GroupReader<'a> {
     store: &'a Store,
-    pending: &'a HashMap<u64, Hash>,
+    hashes: RefCell<HashMap<u64, Hash>>,
+}
+
+impl<'a> GroupReader<'a> {
+    fn new(store: &'a Store) -> Self {
+        GroupReader {
+            store,
+            hashes: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn stage(&self, index: u64, h: Hash) {
+        self.hashes.borrow_mut().insert(index, h);
+    }
 }
 
 impl HashReader for GroupReader<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
         let mut out = Vec::with_capacity(indexes.len());
         for i in indexes {
-            match self.pending.get(i) {
-                Some(h) => out.push(*h),
-                None => out.extend(store::Reader(self.store).read_hashes(&[*i])?),
+            let known = self.hashes.borrow().get(i).copied();
+            match known {
+                Some(h) => out.push(h),
+                None => {
+                    let h = store::Reader(self.store).read_hashes(&[*i])?;
+                    if let Some(h) = h.first() {
+                        self.stage(*i, *h);
+                    }
+                    out.extend(h);
+                }
             }
         }
         Ok(out)
@@ -154,7 +176,7 @@ impl Writer {
         }
         let mut batch = sled::Batch::default();
         let mut overlay = Overlay::new();
-        let mut pending: HashMap<u64, Hash> = HashMap::new();
+        let reader = GroupReader::new(&self.store);
         let mut staged: Vec<Staged> = Vec::with_capacity(group.len());
         // Refusals are judged against this group's uncommitted entries too (a retry of a request
         // earlier in the group is a Duplicate of an index not yet committed), so they are
@@ -186,14 +208,7 @@ impl Writer {
                 continue;
             }
             let writes = ctx.into_writes();
-            let hashes = match tlog_tiles::stored_hashes_for_record_hash(
-                size,
-                leaf,
-                &GroupReader {
-                    store: &self.store,
-                    pending: &pending,
-                },
-            ) {
+            let hashes = match tlog_tiles::stored_hashes_for_record_hash(size, leaf, &reader) {
                 Ok(h) => h,
                 Err(e) => {
                     let _ = req
@@ -205,10 +220,9 @@ impl Writer {
             overlay.extend(writes);
             let first = tlog_tiles::stored_hash_index(0, size);
             for (i, h) in hashes.iter().enumerate() {
-                pending.insert(first + i as u64, *h);
-                batch.insert(&store::key(store::HASH, first + i as u64)[..], &h.0[..]);
+                reader.stage(first + i as u64, *h);
             }
-            batch.insert(&store::key(store::ENTRY, size)[..], bytes);
+            batch.insert(&store::key(store::ENTRY, size)[..], pack(&hashes, &bytes));
             batch.insert(&store::leaf_key(&leaf)[..], &size.to_be_bytes()[..]);
             staged.push(Staged {
                 reply: req.reply,
@@ -223,7 +237,7 @@ impl Writer {
             return;
         }
 
-        let result = self.commit(batch, overlay, &pending, size);
+        let result = self.commit(batch, overlay, &reader, size);
         match result {
             Err(e) => {
                 let msg = e.to_string();
@@ -240,9 +254,10 @@ impl Writer {
                 self.last = last;
                 size_tx.send_replace(size);
                 for s in staged {
-                    let receipt = self
-                        .store
-                        .inclusion_proof(s.index, size, size)
+                    // The proof is built from the group's hashes, not re-read from sled: they
+                    // are the values just committed.
+                    let receipt = tlog_tiles::prove_record(size, s.index, &reader)
+                        .map_err(|e| LogError::Corrupt(format!("proof: {e}")))
                         .map(|inclusion_proof| Receipt {
                             index: s.index,
                             leaf_hash: s.leaf,
@@ -261,17 +276,11 @@ impl Writer {
         &self,
         mut batch: sled::Batch,
         overlay: Overlay,
-        pending: &HashMap<u64, Hash>,
+        reader: &GroupReader<'_>,
         size: u64,
     ) -> Result<SignedCheckpoint, LogError> {
-        let root = tlog_tiles::tree_hash(
-            size,
-            &GroupReader {
-                store: &self.store,
-                pending,
-            },
-        )
-        .map_err(|e| LogError::Corrupt(format!("tree hash: {e}")))?;
+        let root = tlog_tiles::tree_hash(size, reader)
+            .map_err(|e| LogError::Corrupt(format!("tree hash: {e}")))?;
         let checkpoint = self.checkpointer.sign(size, root)?;
         for (k, v) in overlay {
             match v {
