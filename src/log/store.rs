@@ -19,8 +19,9 @@
 //! is hash `l` of entry `(k + 1)·2^l − 1`, the entry that completed that subtree. An append
 //! writes one key, and any root or proof reads O(log n) values.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
 use tlog_tiles::{Hash, HashReader};
@@ -63,12 +64,18 @@ pub fn leaf_hash(data: &[u8]) -> Hash {
     Hash(h.finalize().into())
 }
 
+/// Stored hashes at this level and above (subtrees of 64+ entries, one per 64 entries) are
+/// kept in memory once read: every proof and root needs a handful of them, they never change,
+/// and reading one from sled means fetching a whole entry value.
+const CACHED_LEVEL: u8 = 6;
+
 /// The log's storage. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
     data_file: Arc<PathBuf>,
+    upper: Arc<RwLock<HashMap<u64, Hash>>>,
 }
 
 impl Store {
@@ -86,6 +93,7 @@ impl Store {
             tree,
             // sled 0.34 keeps all pages in one file, `db`, inside its directory.
             data_file: Arc::new(path.join("db")),
+            upper: Arc::new(RwLock::new(HashMap::new())),
         })
     }
 
@@ -211,25 +219,36 @@ impl Store {
     }
 
     fn read(&self, indexes: &[u64]) -> Result<Vec<Hash>, LogError> {
-        indexes
-            .iter()
-            .map(|&i| {
-                let (level, k) = tlog_tiles::split_stored_hash_index(i);
-                // The subtree (level, k) is completed by its last leaf, which stored its hash.
-                let n = (k + 1)
-                    .checked_shl(u32::from(level))
-                    .and_then(|x| x.checked_sub(1))
-                    .ok_or_else(|| LogError::Corrupt(format!("stored hash {i} out of range")))?;
-                let v = self
-                    .tree
-                    .get(key(ENTRY, n))?
-                    .ok_or_else(|| LogError::Corrupt(format!("stored hash {i} missing")))?;
-                packed_hash(&v, usize::from(level)).ok_or_else(|| LogError::Tampered {
-                    index: n,
-                    reason: "stored entry is malformed".into(),
-                })
-            })
-            .collect()
+        indexes.iter().map(|&i| self.read_one(i)).collect()
+    }
+
+    fn read_one(&self, i: u64) -> Result<Hash, LogError> {
+        let (level, k) = tlog_tiles::split_stored_hash_index(i);
+        let cached = level >= CACHED_LEVEL;
+        if cached {
+            if let Some(h) = self.upper.read().ok().and_then(|m| m.get(&i).copied()) {
+                return Ok(h);
+            }
+        }
+        // The subtree (level, k) is completed by its last leaf, which stored its hash.
+        let n = (k + 1)
+            .checked_shl(u32::from(level))
+            .and_then(|x| x.checked_sub(1))
+            .ok_or_else(|| LogError::Corrupt(format!("stored hash {i} out of range")))?;
+        let v = self
+            .tree
+            .get(key(ENTRY, n))?
+            .ok_or_else(|| LogError::Corrupt(format!("stored hash {i} missing")))?;
+        let h = packed_hash(&v, usize::from(level)).ok_or_else(|| LogError::Tampered {
+            index: n,
+            reason: "stored entry is malformed".into(),
+        })?;
+        if cached {
+            if let Ok(mut m) = self.upper.write() {
+                m.insert(i, h);
+            }
+        }
+        Ok(h)
     }
 
     fn check_size(&self, size: u64, current: u64) -> Result<(), LogError> {
