@@ -266,7 +266,7 @@ fn raw_sled(dir: &Path) -> (sled::Db, File) {
     let path = dir.join("sled");
     let db = sled::Config::new()
         .path(&path)
-        .cache_capacity(256 * 1024 * 1024)
+        .cache_capacity(claimledger::log::store::CACHE_BYTES)
         .mode(sled::Mode::HighThroughput)
         .open()
         .unwrap();

@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// File of `token principal` lines; without it every caller is `anonymous`.
     #[arg(long, env = "CLAIMLEDGER_TOKENS_FILE")]
     tokens_file: Option<PathBuf>,
+    /// Skip re-hashing every entry at start-up and check only the stored root against the
+    /// signed checkpoint (O(log n)); a changed entry is then found by `verify`, not at start.
+    #[arg(long)]
+    quick_open: bool,
 }
 
 #[derive(Args)]
@@ -54,6 +58,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let opts = Options {
         origin: a.origin.clone(),
+        rehash_on_open: !a.quick_open,
         ..Options::default()
     };
     let dir = a.data_dir.clone();

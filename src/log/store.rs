@@ -64,10 +64,15 @@ pub fn leaf_hash(data: &[u8]) -> Hash {
     Hash(h.finalize().into())
 }
 
-/// Stored hashes at this level and above (subtrees of 64+ entries, one per 64 entries) are
+/// sled's page cache. Scans (the audit, the start-up re-hash) fill it whatever its size, so it
+/// bounds the server's memory; the hot data (the tail of the log, the leaf-hash index, the
+/// upper tree levels kept separately below) is far smaller than a million-entry log.
+pub const CACHE_BYTES: u64 = 96 * 1024 * 1024;
+
+/// Stored hashes at this level and above (subtrees of 8+ entries, one per 8 entries) are
 /// kept in memory once read: every proof and root needs a handful of them, they never change,
 /// and reading one from sled means fetching a whole entry value.
-const CACHED_LEVEL: u8 = 6;
+const CACHED_LEVEL: u8 = 3;
 
 /// The log's storage. Cheap to clone.
 #[derive(Clone)]
@@ -84,7 +89,7 @@ impl Store {
         let path = dir.join("sled");
         let db = sled::Config::new()
             .path(&path)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(CACHE_BYTES)
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let tree: sled::Tree = (*db).clone();
