@@ -33,7 +33,6 @@ pub use writer::Receipt;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tlog_tiles::Hash;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -53,10 +52,9 @@ pub struct Options {
     pub rehash_on_open: bool,
 }
 
-/// The largest entry body accepted. sled 0.34 keeps values above about 128 KiB in separate blob
-/// files that its flush (and our fdatasync of its data file) does not cover, so bodies stay
-/// well below that.
-pub const MAX_BODY: usize = 96 * 1024;
+/// The largest entry body accepted: far above any valid request (the API's own field limits come
+/// first), it keeps one request from making an outsized entry.
+pub const MAX_BODY: usize = 256 * 1024;
 
 /// The origin of a data directory created without one.
 pub const DEFAULT_ORIGIN: &str = "claimledger.example/log";
@@ -261,6 +259,3 @@ impl Log {
         }
     }
 }
-
-/// How long a graceful shutdown waits for the writer before giving up.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

@@ -17,11 +17,12 @@
 //! `stored_hash_index(0, n)` (its leaf hash, then each subtree it completes). They are kept in
 //! entry `n`'s own value ([`super::entry::pack`]), so stored hash `i` = (level `l`, node `k`)
 //! is hash `l` of entry `(k + 1)·2^l − 1`, the entry that completed that subtree. An append
-//! writes one key, and any root or proof reads O(log n) values.
+//! writes one key for its entry and hashes (plus its leaf-hash index key), and any root or proof
+//! reads O(log n) values.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use sha2::{Digest, Sha256};
 use tlog_tiles::{Hash, HashReader};
@@ -81,6 +82,8 @@ pub struct Store {
     tree: sled::Tree,
     data_file: Arc<PathBuf>,
     upper: Arc<RwLock<HashMap<u64, Hash>>>,
+    /// sled blob files already fsynced (see [`Store::sync`]).
+    synced_blobs: Arc<Mutex<std::collections::HashSet<std::ffi::OsString>>>,
 }
 
 impl Store {
@@ -99,6 +102,7 @@ impl Store {
             // sled 0.34 keeps all pages in one file, `db`, inside its directory.
             data_file: Arc::new(path.join("db")),
             upper: Arc::new(RwLock::new(HashMap::new())),
+            synced_blobs: Arc::new(Mutex::new(std::collections::HashSet::new())),
         })
     }
 
@@ -118,11 +122,57 @@ impl Store {
 
     /// Makes everything applied so far durable: sled's flush, then an fdatasync of its data
     /// file (sled 0.34's flush uses sync_file_range, which does not reach the disk; sled #1452).
+    ///
+    /// sled also writes any log message larger than a quarter segment (~128 KiB: a big value,
+    /// or a whole node when it rewrites one) to its own file under `blobs/`, without fsync, and
+    /// skips a missing blob on recovery. So every blob file not yet synced is fsynced too,
+    /// then the directory.
     pub fn sync(&self) -> Result<(), LogError> {
         self.db.flush()?;
         let f =
             std::fs::File::open(&*self.data_file).map_err(|e| LogError::io(&self.data_file, e))?;
-        f.sync_data().map_err(|e| LogError::io(&self.data_file, e))
+        f.sync_data()
+            .map_err(|e| LogError::io(&self.data_file, e))?;
+        self.sync_blobs()
+    }
+
+    fn sync_blobs(&self) -> Result<(), LogError> {
+        let Some(dir) = self.data_file.parent().map(|d| d.join("blobs")) else {
+            return Ok(());
+        };
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(LogError::io(&dir, e)),
+        };
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .map_err(|_| LogError::Internal("blob set lock poisoned".into()))?;
+        let mut present = std::collections::HashSet::new();
+        let mut new = false;
+        for item in listing {
+            let item = item.map_err(|e| LogError::io(&dir, e))?;
+            let name = item.file_name();
+            if !synced.contains(&name) {
+                let path = item.path();
+                match std::fs::File::open(&path) {
+                    Ok(f) => f.sync_all().map_err(|e| LogError::io(&path, e))?,
+                    // sled removes blobs it no longer needs; one gone since the listing is fine.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(LogError::io(&path, e)),
+                }
+                new = true;
+            }
+            present.insert(name);
+        }
+        if new {
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| LogError::io(&dir, e))?;
+        }
+        *synced = present;
+        Ok(())
     }
 
     /// Settles the origin on open: the stored one, or the requested one on a new directory.
