@@ -28,6 +28,8 @@ pub struct Ctx {
     pub reader: Reader,
     /// Becomes true when the server begins a graceful shutdown (ends live tails).
     pub closing: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    /// One server-side audit at a time: each reads the whole log.
+    pub audit: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Ctx {
@@ -36,6 +38,7 @@ impl Ctx {
             reader: Reader::new(log.clone()),
             log,
             closing: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
+            audit: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 

@@ -38,6 +38,10 @@ pub struct ClientOpts {
     /// Bearer token (the server maps it to the principal recorded as the entry's actor).
     #[arg(long, global = true, env = "CLAIMLEDGER_TOKEN")]
     pub token: Option<String>,
+    /// The log's verifier key (`origin+hash+base64`) to check checkpoints against; without it
+    /// the key the server itself reports is used, which proves consistency but not identity.
+    #[arg(long, global = true, env = "CLAIMLEDGER_VERIFIER_KEY")]
+    pub verifier_key: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -25,21 +25,23 @@ use sha2::{Digest, Sha256};
 
 use crate::log::{self, Apply, Envelope, LogError, Store};
 
-/// A server-assigned id: `prefix` and 12 hex digits of SHA-256 over the request id. Stable for
+/// A server-assigned id: `prefix` and 16 hex digits (64 bits) of SHA-256 over the request id. Stable for
 /// a retried request, short and URL-safe.
 pub fn derive_id(prefix: &str, request_id: &str) -> String {
     let d = Sha256::digest(format!("claimledger-id\0{prefix}\0{request_id}").as_bytes());
     let mut id = String::with_capacity(prefix.len() + 13);
     id.push_str(prefix);
     id.push('-');
-    for b in &d[..6] {
+    for b in &d[..8] {
         id.push_str(&format!("{b:02x}"));
     }
     id
 }
 
 /// Rebuilds every domain index from the log: removes all index keys, then applies each entry
-/// in order. Run offline (`claimledger reindex`), with no server on the directory.
+/// in order. Run offline (`claimledger reindex`), with no server on the directory. If an entry
+/// does not apply (which a log written by this code cannot contain), it stops with an error
+/// naming the entry and the indexes stay partial until the cause is fixed and it is run again.
 pub fn reindex(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, LogError> {
     let tree = store.indexes_tree();
     let mut batch = sled::Batch::default();
@@ -58,8 +60,8 @@ pub fn reindex(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<u64,
         })?;
         let meta = log::EntryMeta::of(&env, log::store::leaf_hash(&bytes));
         let mut ctx = log::Ctx::new(tree, &group);
-        // An entry the ledger refuses now was refused when written too, so it cannot be in the
-        // log; if it is, the indexes are rebuilt without it and the refusal is reported.
+        // Every entry in the log was accepted by this same hook when it was written, so a
+        // refusal here means the log or the code changed: stop and say which entry.
         if let Err(e) = apply.apply(&mut ctx, &meta, &env.body) {
             return Err(LogError::Corrupt(format!("entry {i} does not apply: {e}")));
         }

@@ -111,7 +111,12 @@ impl Log {
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let store = Store::open(&dir)?;
         let origin = store.settle_origin(opts.origin.as_deref())?;
-        let checkpointer = Arc::new(Checkpointer::load_or_create(&dir, &origin)?);
+        // Only a log with nothing in it yet may get a new key.
+        let checkpointer = Arc::new(if store.size()? == 0 && !store.has_checkpoint()? {
+            Checkpointer::load_or_create(&dir, &origin)?
+        } else {
+            Checkpointer::load(&dir, &origin)?
+        });
         store.startup_check(&checkpointer, opts.rehash_on_open)?;
 
         let size = store.size()?;

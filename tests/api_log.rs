@@ -692,3 +692,46 @@ async fn reads_during_writes_are_consistent_with_their_checkpoint() {
     drop(c);
     srv.stop().await;
 }
+
+/// Sizes and starts beyond the tree are OUT_OF_RANGE whichever field is too large, and a forged
+/// page token is INVALID_ARGUMENT (not a panic or a repeat of page one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_tree_and_forged_tokens_are_client_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start(dir.path()).await;
+    let mut c = srv.clients().await;
+    some_sources(&mut c, "oor", 3).await;
+    let size = c.size().await;
+
+    let r = c
+        .log
+        .get_consistency_proof(pb::GetConsistencyProofRequest {
+            old_size: size + 5,
+            new_size: 0,
+        })
+        .await;
+    expect_err(r, Code::OutOfRange, "beyond the tree");
+    let r = c
+        .log
+        .get_entries(pb::GetEntriesRequest {
+            start: size + 5,
+            end: 0,
+        })
+        .await;
+    expect_err(r, Code::OutOfRange, "beyond the log");
+
+    // A token for "after claim index u64::MAX", in the server's own token format.
+    use base64::Engine;
+    let mut raw = vec![b'c'];
+    raw.extend_from_slice(&u64::MAX.to_be_bytes());
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let r = c
+        .claims
+        .list_claims(pb::ListClaimsRequest {
+            page_token: token,
+            ..Default::default()
+        })
+        .await;
+    expect_err(r, Code::InvalidArgument, "page_token");
+    srv.stop().await;
+}

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_claimledger");
 /// The drone claim's id: derived from the import file's request id, so stable everywhere.
-const DRONES: &str = "c-3658ce8b22ec";
+const DRONES: &str = "c-3658ce8b22ece3b3";
 
 struct Server {
     child: Child,

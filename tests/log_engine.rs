@@ -690,8 +690,24 @@ fn entry_key(index: u64) -> [u8; 9] {
 }
 
 /// Replaces the stored bytes of entry `index` with `f(bytes)` directly in sled.
+/// Retries `open` while sled reports its directory locked: sled releases its file lock from a
+/// background thread after the last handle drops, so a reopen right after a refused
+/// `Log::open` may briefly find the directory still locked.
+fn while_locked<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> T {
+    for _ in 0..100 {
+        match open() {
+            Ok(v) => return v,
+            Err(e) if e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+    panic!("the directory stayed locked for 2 s")
+}
+
 fn rewrite_entry(dir: &Path, index: u64, f: impl FnOnce(&mut Vec<u8>)) {
-    let db = sled::open(dir.join("sled")).expect("open sled directly");
+    let db = while_locked(|| sled::open(dir.join("sled")));
     let key = entry_key(index);
     let mut bytes = db.get(key).unwrap().expect("entry exists").to_vec();
     f(&mut bytes);
@@ -700,7 +716,7 @@ fn rewrite_entry(dir: &Path, index: u64, f: impl FnOnce(&mut Vec<u8>)) {
 }
 
 fn offline_verify(dir: &Path) -> claimledger::log::VerifyReport {
-    let store = Store::open(dir).expect("store opens");
+    let store = while_locked(|| Store::open(dir));
     let cp = Checkpointer::load_or_create(dir, DEFAULT_ORIGIN).expect("key loads");
     verify(&store, &cp, &mut |_| {}).expect("verify runs")
 }
@@ -797,7 +813,7 @@ fn rewrite_stored_hash(dir: &Path, index: u64, f: impl FnOnce(&mut Vec<u8>)) -> 
     let (level, k) = tlog_tiles::split_stored_hash_index(index);
     let owner = ((k + 1) << level) - 1;
     let at = 1 + 32 * usize::from(level);
-    let db = sled::open(dir.join("sled")).expect("open sled directly");
+    let db = while_locked(|| sled::open(dir.join("sled")));
     let key = entry_key(owner);
     let mut value = db.get(key).unwrap().expect("entry exists").to_vec();
     let original = value[at..at + 32].to_vec();
@@ -972,4 +988,23 @@ async fn large_entries_go_through_sled_blobs_and_survive_reopen() {
     }
     close(log).await;
     assert!(offline_verify(dir.path()).ok());
+}
+
+/// A log's signing key is never silently replaced: without it, an existing log refuses to open
+/// (a new key would sign checkpoints nobody can link to the old ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_key_on_an_existing_log_is_refused() {
+    let dir = temp();
+    let log = open(dir.path());
+    append_all(&log, vec![b"one".to_vec(), b"two".to_vec()]).await;
+    close(log).await;
+    std::fs::remove_file(dir.path().join("log.key")).unwrap();
+    match Log::open(dir.path(), Options::default(), Arc::new(NoApply)) {
+        Err(e) => assert!(e.to_string().contains("signing key"), "{e}"),
+        Ok(_) => panic!("a log without its key opened"),
+    }
+    assert!(
+        !dir.path().join("log.key").exists(),
+        "no new key was written"
+    );
 }

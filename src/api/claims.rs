@@ -34,13 +34,18 @@ impl ClaimService for Claims {
         req: Request<pb::SubmitClaimRequest>,
     ) -> Result<Response<pb::SubmitClaimResponse>, Status> {
         let actor = auth::actor(&req);
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        // Server-assigned fields are not the client's content: clear them before the digest,
+        // so a retry that echoes a response back is still the same request.
+        if let Some(c) = r.claim.as_mut() {
+            c.id.clear();
+            c.index = 0;
+            c.logged_at = None;
+        }
         let mut claim = r.claim.clone().ok_or_else(|| error::missing("claim"))?;
         validate::claim(&claim).map_err(error::field)?;
         let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;
         claim.id = derive_id("c", &request_id);
-        claim.index = 0;
-        claim.logged_at = None;
         let id = claim.id.clone();
         let change = pb::Change {
             request_id,
@@ -60,7 +65,13 @@ impl ClaimService for Claims {
         req: Request<pb::AddEvidenceRequest>,
     ) -> Result<Response<pb::AddEvidenceResponse>, Status> {
         let actor = auth::actor(&req);
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        if let Some(e) = r.evidence.as_mut() {
+            e.id.clear();
+            e.claim_id.clear();
+            e.index = 0;
+            e.logged_at = None;
+        }
         claim_id(&r.claim_id)?;
         let mut ev = r
             .evidence
@@ -70,8 +81,6 @@ impl ClaimService for Claims {
         let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;
         ev.id = derive_id("e", &request_id);
         ev.claim_id = r.claim_id.clone();
-        ev.index = 0;
-        ev.logged_at = None;
         let id = ev.id.clone();
         let change = pb::Change {
             request_id,
@@ -93,16 +102,20 @@ impl ClaimService for Claims {
         req: Request<pb::RecordVerdictRequest>,
     ) -> Result<Response<pb::RecordVerdictResponse>, Status> {
         let actor = auth::actor(&req);
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        if let Some(v) = r.verdict.as_mut() {
+            v.id.clear();
+            v.claim_id.clear();
+            v.reviewer.clear();
+            v.index = 0;
+            v.logged_at = None;
+        }
         claim_id(&r.claim_id)?;
         let mut v = r.verdict.clone().ok_or_else(|| error::missing("verdict"))?;
         validate::verdict(&v).map_err(error::field)?;
         let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;
         v.id = derive_id("v", &request_id);
         v.claim_id = r.claim_id.clone();
-        v.reviewer.clear();
-        v.index = 0;
-        v.logged_at = None;
         let id = v.id.clone();
         let change = pb::Change {
             request_id,
@@ -124,7 +137,12 @@ impl ClaimService for Claims {
         req: Request<pb::RetractClaimRequest>,
     ) -> Result<Response<pb::RetractClaimResponse>, Status> {
         let actor = auth::actor(&req);
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        if let Some(x) = r.retraction.as_mut() {
+            x.claim_id.clear();
+            x.index = 0;
+            x.logged_at = None;
+        }
         claim_id(&r.claim_id)?;
         let mut x = r
             .retraction
@@ -133,8 +151,6 @@ impl ClaimService for Claims {
         validate::retraction(&x).map_err(error::field)?;
         let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;
         x.claim_id = r.claim_id.clone();
-        x.index = 0;
-        x.logged_at = None;
         let change = pb::Change {
             request_id,
             request_digest: digest,

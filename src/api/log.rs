@@ -104,6 +104,12 @@ impl LogService for LogApi {
                 "end {end} is beyond the log (size {size})"
             )));
         }
+        if r.start > size {
+            return Err(Status::out_of_range(format!(
+                "start {} is beyond the log (size {size})",
+                r.start
+            )));
+        }
         if r.start > end {
             return Err(Status::invalid_argument(format!(
                 "start {} is after end {end}",
@@ -133,9 +139,11 @@ impl LogService for LogApi {
             Some(pb::get_inclusion_proof_request::Leaf::Index(i)) => i,
             Some(pb::get_inclusion_proof_request::Leaf::LeafHash(h)) => {
                 let h = hash("leaf_hash", &h)?;
+                // An entry still being synced is not in the log yet.
                 log.store()
                     .index_of(&h)
                     .map_err(error::log)?
+                    .filter(|i| *i < log.size())
                     .ok_or_else(|| Status::not_found("no entry has this leaf hash"))?
             }
             None => return Err(error::missing("index or leaf_hash")),
@@ -231,9 +239,13 @@ impl LogService for LogApi {
         &self,
         _req: Request<pb::VerifyLogRequest>,
     ) -> Result<Response<Self::VerifyLogStream>, Status> {
+        let permit = self.0.audit.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted("an audit is already running; try again when it ends")
+        })?;
         let (tx, rx) = mpsc::channel(16);
         let log = self.0.log.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let progress_tx = tx.clone();
             let mut progress = |p: verify::VerifyProgress| {
                 let _ = progress_tx.blocking_send(Ok(pb::VerifyLogResponse {
@@ -242,8 +254,9 @@ impl LogService for LogApi {
                     ..Default::default()
                 }));
             };
+            // The stream always ends with a `done` message, also when the audit cannot run.
             let last = match verify::verify(log.store(), log.checkpointer(), &mut progress) {
-                Ok(r) => Ok(pb::VerifyLogResponse {
+                Ok(r) => pb::VerifyLogResponse {
                     checked: r.checked,
                     total: r.size,
                     done: true,
@@ -251,10 +264,19 @@ impl LogService for LogApi {
                     first_bad_index: r.first_bad_index,
                     error: r.error,
                     root_hash: r.root.map(|h| h.0.to_vec()).unwrap_or_default(),
-                }),
-                Err(e) => Err(error::log(e)),
+                },
+                Err(e) => pb::VerifyLogResponse {
+                    done: true,
+                    ok: false,
+                    first_bad_index: match &e {
+                        crate::log::LogError::Tampered { index, .. } => Some(*index),
+                        _ => None,
+                    },
+                    error: e.to_string(),
+                    ..Default::default()
+                },
             };
-            let _ = tx.blocking_send(last);
+            let _ = tx.blocking_send(Ok(last));
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -15,17 +15,17 @@ impl SourceService for Sources {
         req: Request<pb::RegisterSourceRequest>,
     ) -> Result<Response<pb::RegisterSourceResponse>, Status> {
         let actor = auth::actor(&req);
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        if let Some(s) = r.source.as_mut() {
+            s.registered_index = 0;
+        }
         let source = r.source.clone().ok_or_else(|| error::missing("source"))?;
         validate::source(&source).map_err(error::field)?;
         let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;
         let change = pb::Change {
             request_id,
             request_digest: digest,
-            kind: Some(Kind::SourceRegistered(pb::Source {
-                registered_index: 0,
-                ..source.clone()
-            })),
+            kind: Some(Kind::SourceRegistered(source.clone())),
         };
         let receipt = self.0.write(&actor, change).await?;
         let rec = self.0.reader.source(&source.id).map_err(error::ledger)?;

@@ -600,7 +600,7 @@ pub async fn claim(cmd: ClaimCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             if proof {
-                verify_status_proofs(&mut c, &r).await?;
+                verify_status_proofs(&mut c, o, &r).await?;
             }
             if o.json {
                 return output::json(&r).map(|_| ExitCode::SUCCESS);
@@ -668,9 +668,11 @@ fn hash32(b: &[u8]) -> anyhow::Result<tlog_tiles::Hash> {
     })?))
 }
 
-/// Verifies a checkpoint note with the server's verifier key and returns (size, root).
+/// Verifies a checkpoint note with `--verifier-key`, or else the key the server reports, and
+/// returns (size, root).
 async fn checked_checkpoint(
     c: &mut Clients,
+    o: &ClientOpts,
     note: &str,
 ) -> anyhow::Result<(u64, tlog_tiles::Hash)> {
     let info = c
@@ -678,19 +680,34 @@ async fn checked_checkpoint(
         .get_checkpoint(pb::GetCheckpointRequest {})
         .await?
         .into_inner();
-    let cp = crate::log::checkpoint::verify_checkpoint(
-        note.as_bytes(),
-        &info.verifier_key,
-        &info.origin,
-    )?;
+    let key = o.verifier_key.as_deref().unwrap_or(&info.verifier_key);
+    let origin = key.split('+').next().unwrap_or_default();
+    let cp = crate::log::checkpoint::verify_checkpoint(note.as_bytes(), key, origin)
+        .context("the checkpoint's signature does not verify")?;
     Ok((cp.size, cp.root))
+}
+
+/// The latest checkpoint, signature checked: (note, size, root).
+async fn signed_head(
+    c: &mut Clients,
+    o: &ClientOpts,
+) -> anyhow::Result<(String, u64, tlog_tiles::Hash)> {
+    let note = c
+        .log
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await?
+        .into_inner()
+        .note;
+    let (size, root) = checked_checkpoint(c, o, &note).await?;
+    Ok((note, size, root))
 }
 
 async fn verify_status_proofs(
     c: &mut Clients,
+    o: &ClientOpts,
     r: &pb::GetClaimStatusResponse,
 ) -> anyhow::Result<()> {
-    let (size, root) = checked_checkpoint(c, &r.checkpoint).await?;
+    let (size, root) = checked_checkpoint(c, o, &r.checkpoint).await?;
     for p in &r.proofs {
         let proof: Vec<tlog_tiles::Hash> = p
             .hashes
@@ -728,7 +745,7 @@ fn print_entry(e: &pb::LogEntry, json: bool) -> anyhow::Result<()> {
         println!(
             "{:>8} {} {:<10} {}",
             e.index,
-            &hex(&e.leaf_hash)[..16],
+            hex(&e.leaf_hash).get(..16).unwrap_or_default(),
             entry.actor,
             what
         );
@@ -745,11 +762,7 @@ pub async fn log(cmd: LogCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
                 .get_checkpoint(pb::GetCheckpointRequest {})
                 .await?
                 .into_inner();
-            crate::log::checkpoint::verify_checkpoint(
-                r.note.as_bytes(),
-                &r.verifier_key,
-                &r.origin,
-            )?;
+            checked_checkpoint(&mut c, o, &r.note).await?;
             if o.json {
                 return output::json(&r).map(|_| ExitCode::SUCCESS);
             }
@@ -783,27 +796,33 @@ pub async fn log(cmd: LogCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
                 ),
                 (None, None) => bail!("give --index or --leaf-hash"),
             };
+            // Without --size, prove against the latest signed checkpoint, so the root the proof
+            // is checked against is one the log signed.
+            let signed = if size == 0 {
+                let (_, s, root) = signed_head(&mut c, o).await?;
+                Some((s, root))
+            } else {
+                None
+            };
             let r = c
                 .log
                 .get_inclusion_proof(pb::GetInclusionProofRequest {
                     leaf: Some(leaf),
-                    tree_size: size,
+                    tree_size: signed.map_or(size, |(s, _)| s),
                 })
                 .await?
                 .into_inner();
+            let root = match signed {
+                Some((_, root)) => root,
+                None => hash32(&r.root_hash)?,
+            };
             let proof: Vec<tlog_tiles::Hash> = r
                 .hashes
                 .iter()
                 .map(|h| hash32(h))
                 .collect::<Result<_, _>>()?;
-            tlog_tiles::check_record(
-                &proof,
-                r.tree_size,
-                hash32(&r.root_hash)?,
-                r.index,
-                hash32(&r.leaf_hash)?,
-            )
-            .map_err(|e| anyhow!("the proof does not verify: {e}"))?;
+            tlog_tiles::check_record(&proof, r.tree_size, root, r.index, hash32(&r.leaf_hash)?)
+                .map_err(|e| anyhow!("the proof does not verify: {e}"))?;
             if o.json {
                 return output::json(&r).map(|_| ExitCode::SUCCESS);
             }
@@ -816,14 +835,40 @@ pub async fn log(cmd: LogCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
             for h in &r.hashes {
                 println!("  {}", hex(h));
             }
-            println!("verified");
+            if signed.is_some() {
+                println!(
+                    "verified against the signed checkpoint of size {}",
+                    r.tree_size
+                );
+            } else {
+                println!(
+                    "verified against the server's root at size {} (not signed: compare it with a \
+                     checkpoint you hold)",
+                    r.tree_size
+                );
+            }
         }
         LogCmd::Consistency { old_size, new_size } => {
+            // Without a new size, the new root is the latest signed checkpoint's.
+            let signed = if new_size == 0 {
+                let (_, s, root) = signed_head(&mut c, o).await?;
+                Some((s, root))
+            } else {
+                None
+            };
             let r = c
                 .log
-                .get_consistency_proof(pb::GetConsistencyProofRequest { old_size, new_size })
+                .get_consistency_proof(pb::GetConsistencyProofRequest {
+                    old_size,
+                    new_size: signed.map_or(new_size, |(s, _)| s),
+                })
                 .await?
                 .into_inner();
+            if let Some((_, root)) = signed {
+                if hash32(&r.new_root)? != root {
+                    bail!("the server's new root differs from its signed checkpoint");
+                }
+            }
             if r.old_size > 0 && r.old_size < r.new_size {
                 let proof: Vec<tlog_tiles::Hash> = r
                     .hashes
@@ -849,9 +894,10 @@ pub async fn log(cmd: LogCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
                 r.hashes.len()
             );
             println!(
-                "  old root {}\n  new root {}",
+                "  old root {} (as the server reports it: compare with your checkpoint)\n  new root {}{}",
                 hex(&r.old_root),
-                hex(&r.new_root)
+                hex(&r.new_root),
+                if signed.is_some() { " (the signed checkpoint's)" } else { "" }
             );
         }
         LogCmd::Watch { from } => {

@@ -91,7 +91,7 @@ fn open_offline(dir: &std::path::Path) -> anyhow::Result<(Store, Checkpointer)> 
     }
     let store = Store::open(dir)?;
     let origin = store.settle_origin(None)?;
-    let cp = Checkpointer::load_or_create(dir, &origin)?;
+    let cp = Checkpointer::load(dir, &origin)?;
     Ok((store, cp))
 }
 

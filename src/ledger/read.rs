@@ -187,10 +187,14 @@ impl Reader {
         };
         let mut out = Vec::new();
         let mut next = String::new();
+        let durable = self.log.size();
         for kv in self.idx.scan_from(keys::SOURCE, &start) {
             let (_, v) = kv?;
             let rec: pb::GetSourceResponse = decode(&v, "source record")?;
-            let Some(s) = rec.source else { continue };
+            // As in `lookup_source`: nothing that is not yet durable.
+            let Some(s) = source_as_of(&rec, Some(durable)) else {
+                continue;
+            };
             if out.len() == n {
                 if let Some(last) = out.last().map(|s: &pb::Source| s.id.clone()) {
                     next = encode_token(b's', last.as_bytes());
@@ -257,7 +261,9 @@ impl Reader {
                 return Err(not_found("claim", id));
             }
             let rec = record_as_of(&rec, size);
-            let outcome = self.evaluate_now(&rec)?;
+            // Sources as of `size` too, so the whole answer is about one tree size.
+            let mut lookup = |id: &str| self.lookup_source(id);
+            let outcome = outcome(&rec, Some(size), now_unix(), &mut lookup)?;
             return Ok(StatusAnswer {
                 outcome,
                 as_of_size: size,
@@ -322,7 +328,10 @@ impl Reader {
         };
         let time_only = time_filter && prefix.starts_with(keys::ORDER);
         let start = match after {
-            Some(i) => join(&[&prefix, &(i + 1).to_be_bytes()]),
+            Some(i) => join(&[
+                &prefix,
+                &i.checked_add(1).ok_or_else(bad_token)?.to_be_bytes(),
+            ]),
             None => prefix.clone(),
         };
 

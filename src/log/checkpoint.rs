@@ -40,6 +40,17 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
+    /// Loads the key of an existing log from `dir`; a missing key is an error, never replaced.
+    pub fn load(dir: &Path, origin: &str) -> Result<Checkpointer, LogError> {
+        if !dir.join(KEY_FILE).exists() {
+            return Err(LogError::Corrupt(format!(
+                "the signing key {} is missing; a log's key is never replaced",
+                dir.join(KEY_FILE).display()
+            )));
+        }
+        Self::load_or_create(dir, origin)
+    }
+
     /// Loads the key from `dir`, or creates it on first use.
     pub fn load_or_create(dir: &Path, origin: &str) -> Result<Checkpointer, LogError> {
         if !signed_note::is_key_name_valid(origin) {
@@ -159,8 +170,14 @@ fn decode_key(text: &str) -> Option<SigningKey> {
 fn write_key_file(dir: &Path, path: &Path, key: &SigningKey) -> Result<(), LogError> {
     let tmp = dir.join(format!("{KEY_FILE}.tmp"));
     let text = base64::engine::general_purpose::STANDARD.encode(key.to_bytes()) + "\n";
+    // A temporary file left by a crash may have any mode: start from a new one.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(LogError::io(&tmp, e)),
+    }
     let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

@@ -204,6 +204,11 @@ impl Store {
         }
     }
 
+    /// Whether any checkpoint was ever committed.
+    pub fn has_checkpoint(&self) -> Result<bool, LogError> {
+        Ok(self.tree.contains_key(META_CHECKPOINT)?)
+    }
+
     /// The latest signed checkpoint as committed with the last group.
     pub fn latest_checkpoint(&self) -> Result<SignedCheckpoint, LogError> {
         let note = self
@@ -346,6 +351,7 @@ impl Store {
         new: u64,
         current: u64,
     ) -> Result<Vec<Hash>, LogError> {
+        self.check_size(old, current)?;
         self.check_size(new, current)?;
         if old > new {
             return Err(LogError::InvalidArgument(format!(

@@ -36,12 +36,23 @@ impl TestServer {
 
     /// Like [`TestServer::start`], with bearer tokens mapped to principals.
     pub async fn start_with_auth(dir: &Path, auth: claimledger::api::auth::Auth) -> TestServer {
-        let log = claimledger::log::Log::open(
-            dir,
-            claimledger::log::Options::default(),
-            Arc::new(claimledger::ledger::LedgerApply),
-        )
-        .expect("open the log");
+        // sled releases its file lock from a background thread after the last handle drops,
+        // so a restart right after `stop` may briefly find the directory still locked.
+        let mut tries = 0;
+        let log = loop {
+            match claimledger::log::Log::open(
+                dir,
+                claimledger::log::Options::default(),
+                Arc::new(claimledger::ledger::LedgerApply),
+            ) {
+                Ok(log) => break log,
+                Err(e) if tries < 100 && e.to_string().contains("lock") => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("open the log: {e}"),
+            }
+        };
         let ctx = claimledger::api::Ctx::new(log);
         let (listener, addr) = claimledger::api::server::bind("127.0.0.1:0")
             .await
