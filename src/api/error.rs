@@ -20,7 +20,9 @@ pub fn log(e: LogError) -> Status {
         LogError::OutOfRange { .. } => Code::OutOfRange,
         LogError::InvalidArgument(_) => Code::InvalidArgument,
         LogError::UnknownLeaf(_) => Code::NotFound,
-        LogError::Tampered { .. } | LogError::Corrupt(_) => Code::DataLoss,
+        LogError::Tampered { .. } | LogError::Corrupt(_) | LogError::Unverified(_) => {
+            Code::DataLoss
+        }
         LogError::Closed => Code::Unavailable,
         LogError::OriginMismatch { .. }
         | LogError::Storage(_)

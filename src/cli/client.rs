@@ -682,8 +682,7 @@ async fn checked_checkpoint(
         .into_inner();
     let key = o.verifier_key.as_deref().unwrap_or(&info.verifier_key);
     let origin = key.split('+').next().unwrap_or_default();
-    let cp = crate::log::checkpoint::verify_checkpoint(note.as_bytes(), key, origin)
-        .context("the checkpoint's signature does not verify")?;
+    let cp = crate::log::checkpoint::verify_checkpoint(note.as_bytes(), key, origin)?;
     Ok((cp.size, cp.root))
 }
 

@@ -132,7 +132,7 @@ pub fn verify_checkpoint(
     verifier_key: &str,
     origin: &str,
 ) -> Result<SignedCheckpoint, LogError> {
-    let bad = |why: String| LogError::Corrupt(format!("checkpoint: {why}"));
+    let bad = LogError::Unverified;
     let verifier = StandardVerifier::new(verifier_key).map_err(|e| bad(e.to_string()))?;
     let parsed = Note::from_bytes(note).map_err(|e| bad(e.to_string()))?;
     parsed

@@ -23,6 +23,9 @@ pub enum LogError {
     /// Stored state that cannot be read as what it must be (not tied to one entry).
     #[error("corrupt storage: {0}")]
     Corrupt(String),
+    /// A signed checkpoint does not verify (wrong key, origin, signature or text).
+    #[error("checkpoint does not verify: {0}")]
+    Unverified(String),
     /// The data directory was created with another origin.
     #[error("data directory has origin {stored:?}, but {requested:?} was asked for")]
     OriginMismatch { stored: String, requested: String },
