@@ -91,6 +91,7 @@ pub struct Log {
     checkpointer: Arc<Checkpointer>,
     tx: mpsc::Sender<Msg>,
     size_rx: watch::Receiver<u64>,
+    failed_rx: watch::Receiver<Option<String>>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     dir: PathBuf,
 }
@@ -122,12 +123,14 @@ impl Log {
         let size = store.size()?;
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let (size_tx, size_rx) = watch::channel(size);
+        let (failed_tx, failed_rx) = watch::channel(None);
         let handle = writer::spawn(
             store.clone(),
             checkpointer.clone(),
             apply,
             rx,
             size_tx,
+            failed_tx,
             opts.max_group.max(1),
         )?;
         Ok(Log {
@@ -135,6 +138,7 @@ impl Log {
             checkpointer,
             tx,
             size_rx,
+            failed_rx,
             writer: Arc::new(std::sync::Mutex::new(Some(handle))),
             dir,
         })
@@ -177,6 +181,23 @@ impl Log {
                 .map_err(|_| LogError::Internal("writer thread panicked".into()))?;
         }
         Ok(())
+    }
+
+    /// Resolves with the reason when the writer stops accepting appends: a failed commit, or
+    /// the writer thread ending (after a shutdown, or a panic).
+    pub async fn writer_stopped(&self) -> String {
+        let mut rx = self.failed_rx.clone();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                return rx
+                    .borrow()
+                    .clone()
+                    .unwrap_or_else(|| "the writer has stopped".to_string());
+            }
+        }
     }
 
     /// The committed tree size.

@@ -70,6 +70,23 @@ pub async fn serve(
 
     // The listener is ours (bound on port 0 in tests), so the builder's nodelay setting does not
     // reach its connections; without it every small response waits for a delayed ACK (~40 ms).
+    // A writer that stopped accepting appends (a failed commit) makes the server unhealthy, so
+    // load balancers and operators see it; reads keep working.
+    let watcher = health_reporter.clone();
+    let log = ctx.log.clone();
+    let shutting_down = ctx.closing.subscribe();
+    tokio::spawn(async move {
+        let why = log.writer_stopped().await;
+        if *shutting_down.borrow() {
+            return;
+        }
+        tracing::error!(%why, "the log writer stopped: health NOT_SERVING");
+        for n in names {
+            watcher
+                .set_service_status(n, ServingStatus::NotServing)
+                .await;
+        }
+    });
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let closing = ctx.closing.clone();
     let reporter = health_reporter.clone();

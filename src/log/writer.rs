@@ -49,6 +49,7 @@ pub(crate) fn spawn(
     apply: Arc<dyn Apply>,
     rx: mpsc::Receiver<Msg>,
     size_tx: watch::Sender<u64>,
+    failed_tx: watch::Sender<Option<String>>,
     max_group: usize,
 ) -> Result<std::thread::JoinHandle<()>, LogError> {
     let size = store.size()?;
@@ -64,6 +65,7 @@ pub(crate) fn spawn(
         size,
         last,
         failed: None,
+        failed_tx,
     };
     std::thread::Builder::new()
         .name("claimledger-writer".into())
@@ -82,6 +84,9 @@ struct Writer {
     /// refuses all further appends rather than risk writing an index twice (as neon does on
     /// fsync failure, the process must restart and re-run the start-up check).
     failed: Option<String>,
+    /// Tells the rest of the process (health checks) that the writer has stopped working. It is
+    /// dropped when the writer thread ends, for whatever reason.
+    failed_tx: watch::Sender<Option<String>>,
 }
 
 /// The stored hashes a group works with: those it produced, and those it read from sled (kept,
@@ -242,6 +247,7 @@ impl Writer {
             Err(e) => {
                 let msg = e.to_string();
                 self.failed = Some(msg.clone());
+                self.failed_tx.send_replace(Some(msg.clone()));
                 for s in staged {
                     let _ = s.reply.send(Err(
                         LogError::Internal(format!("commit failed: {msg}")).into()
