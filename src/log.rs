@@ -31,7 +31,7 @@ pub use store::Store;
 pub use verify::{VerifyProgress, VerifyReport};
 pub use writer::Receipt;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use tlog_tiles::Hash;
@@ -93,7 +93,6 @@ pub struct Log {
     size_rx: watch::Receiver<u64>,
     failed_rx: watch::Receiver<Option<String>>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
-    dir: PathBuf,
 }
 
 impl Log {
@@ -140,7 +139,6 @@ impl Log {
             size_rx,
             failed_rx,
             writer: Arc::new(std::sync::Mutex::new(Some(handle))),
-            dir,
         })
     }
 
@@ -205,19 +203,9 @@ impl Log {
         *self.size_rx.borrow()
     }
 
-    /// A receiver that changes whenever the committed size grows (for live tails).
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.size_rx.clone()
-    }
-
     /// The storage, for reads and proofs.
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The signer of checkpoints (origin and verifier key).

@@ -19,7 +19,6 @@ pub fn log(e: LogError) -> Status {
     let code = match &e {
         LogError::OutOfRange { .. } => Code::OutOfRange,
         LogError::InvalidArgument(_) => Code::InvalidArgument,
-        LogError::UnknownLeaf(_) => Code::NotFound,
         LogError::Tampered { .. } | LogError::Corrupt(_) | LogError::Unverified(_) => {
             Code::DataLoss
         }

@@ -75,12 +75,7 @@ impl LogService for LogApi {
         _req: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
         let log = &self.0.log;
-        let cp = if log.size() == 0 {
-            log.checkpoint_at(0)
-        } else {
-            log.latest_checkpoint()
-        }
-        .map_err(error::log)?;
+        let cp = log.latest_checkpoint().map_err(error::log)?;
         Ok(Response::new(pb::GetCheckpointResponse {
             note: cp.note,
             size: cp.size,

@@ -149,10 +149,6 @@ impl Reader {
         Reader { log, idx }
     }
 
-    pub fn log(&self) -> &Log {
-        &self.log
-    }
-
     /// A source record as of the published (durable) log size: the writer makes a group's
     /// records visible before its fdatasync ends, and nothing is shown before it is durable.
     fn lookup_source(&self, id: &str) -> Result<Option<pb::GetSourceResponse>, LedgerError> {
@@ -217,17 +213,6 @@ impl Reader {
             return Err(not_found("claim", id));
         }
         Ok(record_as_of(&rec, size))
-    }
-
-    /// The claim id an evidence id belongs to.
-    pub fn claim_of_evidence(&self, evidence_id: &str) -> Result<String, LedgerError> {
-        match self
-            .idx
-            .get(&join(&[keys::EVIDENCE, evidence_id.as_bytes()]))?
-        {
-            None => Err(not_found("evidence", evidence_id)),
-            Some(v) => Ok(String::from_utf8_lossy(&v).into_owned()),
-        }
     }
 
     fn evaluate_now(&self, rec: &pb::GetClaimResponse) -> Result<Outcome, LedgerError> {

@@ -14,9 +14,6 @@ pub enum LogError {
     /// An argument that can never be valid (e.g. an index not below the tree size asked about).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// No entry has this leaf hash.
-    #[error("no entry with leaf hash {0}")]
-    UnknownLeaf(String),
     /// The stored log does not match its signed checkpoint, or an entry fails verification.
     #[error("log verification failed at index {index}: {reason}")]
     Tampered { index: u64, reason: String },
