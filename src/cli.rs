@@ -1,14 +1,29 @@
 //! The command line (SPEC §5): `serve`, offline `verify` and `reindex`, `import`, `bench`, and
 //! client subcommands for every RPC (`source …`, `claim …`, `log …`). Human-readable output by
 //! default, proto3 JSON with `--json`.
+//!
+//! `local` holds the commands that open a data directory themselves. Each client command group
+//! has one module with its clap types and its dispatcher (`source`, `claim`, `log`, `import`,
+//! `bench`); they share `connect` (the client options, the channel and the token), `parse`
+//! (command-line text into request fields), `proofs` (the checks the CLI does itself rather
+//! than trust the server) and `output` (everything printed).
 
-mod client;
+mod bench;
+mod claim;
+mod connect;
+mod import;
 mod local;
+mod log;
 mod output;
+mod parse;
+mod proofs;
+mod source;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+pub use connect::ClientOpts;
 
 #[derive(Parser)]
 #[command(
@@ -21,29 +36,6 @@ pub struct Cli {
     cmd: Cmd,
 }
 
-/// Options of every client command.
-#[derive(Args, Clone)]
-pub struct ClientOpts {
-    /// The server to talk to.
-    #[arg(
-        long,
-        global = true,
-        env = "CLAIMLEDGER_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub server: String,
-    /// Print proto3 JSON instead of text.
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// Bearer token (the server maps it to the principal recorded as the entry's actor).
-    #[arg(long, global = true, env = "CLAIMLEDGER_TOKEN")]
-    pub token: Option<String>,
-    /// The log's verifier key (`origin+hash+base64`) to check checkpoints against; without it
-    /// the key the server itself reports is used, which proves consistency but not identity.
-    #[arg(long, global = true, env = "CLAIMLEDGER_VERIFIER_KEY")]
-    pub verifier_key: Option<String>,
-}
-
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the gRPC server on an embedded sled data directory.
@@ -54,30 +46,30 @@ enum Cmd {
     /// Rebuild the claim and source indexes of a data directory from its log (offline).
     Reindex(local::DirArgs),
     /// Load sources, claims, evidence, grades, verdicts and retractions from JSON lines.
-    Import(client::ImportArgs),
+    Import(import::ImportArgs),
     /// Sources: register, grade, get, list.
     Source {
         #[command(subcommand)]
-        cmd: client::SourceCmd,
+        cmd: source::SourceCmd,
         #[command(flatten)]
         opts: ClientOpts,
     },
     /// Claims: submit, evidence, verdict, retract, get, status, list.
     Claim {
         #[command(subcommand)]
-        cmd: client::ClaimCmd,
+        cmd: claim::ClaimCmd,
         #[command(flatten)]
         opts: ClientOpts,
     },
     /// The log: checkpoint, entries, proofs, watch, verify.
     Log {
         #[command(subcommand)]
-        cmd: client::LogCmd,
+        cmd: log::LogCmd,
         #[command(flatten)]
         opts: ClientOpts,
     },
     /// Load generator: submits claims with evidence concurrently and reports throughput.
-    Bench(client::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -105,11 +97,11 @@ pub fn main() -> ExitCode {
             Cmd::Serve(a) => local::serve(a).await,
             Cmd::Verify(a) => local::verify(a).await,
             Cmd::Reindex(a) => local::reindex(a).await,
-            Cmd::Import(a) => client::import(a).await,
-            Cmd::Source { cmd, opts } => client::source(cmd, &opts).await,
-            Cmd::Claim { cmd, opts } => client::claim(cmd, &opts).await,
-            Cmd::Log { cmd, opts } => client::log(cmd, &opts).await,
-            Cmd::Bench(a) => client::bench(a).await,
+            Cmd::Import(a) => import::run(a).await,
+            Cmd::Source { cmd, opts } => source::run(cmd, &opts).await,
+            Cmd::Claim { cmd, opts } => claim::run(cmd, &opts).await,
+            Cmd::Log { cmd, opts } => log::run(cmd, &opts).await,
+            Cmd::Bench(a) => bench::run(a).await,
         }
     });
     match result {

@@ -1,8 +1,22 @@
-//! Printing responses: proto3 JSON with `--json`, otherwise short human-readable text.
+//! Printing responses: proto3 JSON with `--json`, otherwise short human-readable text. Every
+//! line a client command prints to stdout is written here.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::pb;
+
+/// Prints `v` as pretty proto3 JSON with `json`, otherwise with `human`.
+pub fn print<T: Serialize>(json: bool, v: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
+    if json {
+        self::json(v)
+    } else {
+        human(v);
+        Ok(())
+    }
+}
 
 pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
@@ -36,6 +50,17 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+pub fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sources
+// ---------------------------------------------------------------------------------------------
+
 pub fn receipt(r: &Option<pb::Receipt>) {
     if let Some(r) = r {
         println!(
@@ -60,6 +85,78 @@ pub fn source(s: &pb::Source) {
     );
 }
 
+pub fn source_registered(r: &pb::RegisterSourceResponse) {
+    if let Some(s) = &r.source {
+        source(s);
+    }
+    receipt(&r.receipt);
+}
+
+pub fn source_graded(r: &pb::GradeSourceResponse) {
+    if let Some(s) = &r.source {
+        source(s);
+    }
+    receipt(&r.receipt);
+}
+
+pub fn source_with_grades(r: &pb::GetSourceResponse) {
+    if let Some(s) = &r.source {
+        source(s);
+    }
+    for g in &r.grades {
+        println!(
+            "  grade {} at index {} by {}: {}",
+            reliability(g.reliability),
+            g.index,
+            g.actor,
+            g.rationale
+        );
+    }
+}
+
+pub fn sources(r: &pb::ListSourcesResponse) {
+    for s in &r.sources {
+        source(s);
+    }
+    next_page(&r.next_page_token);
+}
+
+fn next_page(token: &str) {
+    if !token.is_empty() {
+        println!("next page: --page-token {token}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claims
+// ---------------------------------------------------------------------------------------------
+
+pub fn claim_submitted(r: &pb::SubmitClaimResponse) {
+    if let Some(cl) = &r.claim {
+        println!("submitted claim {}", cl.id);
+    }
+    receipt(&r.receipt);
+}
+
+pub fn evidence_added(r: &pb::AddEvidenceResponse) {
+    if let Some(e) = &r.evidence {
+        println!("added evidence {} to claim {}", e.id, e.claim_id);
+    }
+    receipt(&r.receipt);
+}
+
+pub fn verdict_recorded(r: &pb::RecordVerdictResponse) {
+    if let Some(v) = &r.verdict {
+        println!("recorded verdict {} on claim {}", v.id, v.claim_id);
+    }
+    receipt(&r.receipt);
+}
+
+pub fn retracted(r: &pb::RetractClaimResponse) {
+    println!("retracted");
+    receipt(&r.receipt);
+}
+
 pub fn claim_line(c: &pb::Claim, st: i32) {
     println!(
         "{:<16} {:<13} {:<26} {:<12} {}",
@@ -69,6 +166,15 @@ pub fn claim_line(c: &pb::Claim, st: i32) {
         c.claimant_id,
         c.summary
     );
+}
+
+pub fn claims(r: &pb::ListClaimsResponse) {
+    for item in &r.claims {
+        if let Some(cl) = &item.claim {
+            claim_line(cl, item.status);
+        }
+    }
+    next_page(&r.next_page_token);
 }
 
 pub fn claim(r: &pb::GetClaimResponse) {
@@ -125,7 +231,9 @@ pub fn claim(r: &pb::GetClaimResponse) {
     println!("  entries: {:?}", r.entry_indexes);
 }
 
-pub fn claim_status(s: &pb::GetClaimStatusResponse) {
+/// A claim's status and trace; `proofs_verified` adds the line saying the CLI checked every
+/// proof of a `--proof` answer.
+pub fn claim_status(s: &pb::GetClaimStatusResponse, proofs_verified: bool) {
     println!(
         "{}: {}{}  (computed {}, policy {}, as of log size {})",
         s.claim_id,
@@ -170,11 +278,147 @@ pub fn claim_status(s: &pb::GetClaimStatusResponse) {
             println!("  proof for entry {}: {} hashes", p.index, p.hashes.len());
         }
     }
+    if proofs_verified {
+        println!(
+            "  all {} proofs verified against the signed checkpoint",
+            s.proofs.len()
+        );
+    }
 }
 
-pub fn indent(s: &str) -> String {
-    s.lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+// ---------------------------------------------------------------------------------------------
+// The log
+// ---------------------------------------------------------------------------------------------
+
+pub fn checkpoint(r: &pb::GetCheckpointResponse) {
+    print!("{}", r.note);
+    println!("size {}  root {}", r.size, hex(&r.root_hash));
+    println!("verifier key {}", r.verifier_key);
+}
+
+/// One log entry: decoded as a JSON line with `json`, otherwise index, leaf, actor and a
+/// one-line description of the change.
+pub fn entry(e: &pb::LogEntry, json: bool) -> anyhow::Result<()> {
+    use prost::Message;
+    let entry = pb::Entry::decode(&e.data[..])?;
+    if json {
+        println!("{}", serde_json::to_string(&entry)?);
+        return Ok(());
+    }
+    let what = match entry.body.and_then(|b| b.kind) {
+        Some(pb::change::Kind::SourceRegistered(s)) => format!("source registered {}", s.id),
+        Some(pb::change::Kind::SourceGraded(g)) => format!("source graded {}", g.source_id),
+        Some(pb::change::Kind::ClaimSubmitted(c)) => {
+            format!("claim submitted {}: {}", c.id, c.summary)
+        }
+        Some(pb::change::Kind::EvidenceAdded(x)) => format!("evidence {} on {}", x.id, x.claim_id),
+        Some(pb::change::Kind::VerdictRecorded(v)) => {
+            format!("verdict {} on {}", v.id, v.claim_id)
+        }
+        Some(pb::change::Kind::ClaimRetracted(x)) => format!("retraction of {}", x.claim_id),
+        None => "(empty)".into(),
+    };
+    println!(
+        "{:>8} {} {:<10} {}",
+        e.index,
+        hex(&e.leaf_hash).get(..16).unwrap_or_default(),
+        entry.actor,
+        what
+    );
+    Ok(())
+}
+
+/// A checked inclusion proof; `signed` says whether its root was a signed checkpoint's.
+pub fn inclusion_proof(r: &pb::GetInclusionProofResponse, signed: bool) {
+    println!(
+        "entry {} in tree of size {} (root {})",
+        r.index,
+        r.tree_size,
+        hex(&r.root_hash)
+    );
+    for h in &r.hashes {
+        println!("  {}", hex(h));
+    }
+    if signed {
+        println!(
+            "verified against the signed checkpoint of size {}",
+            r.tree_size
+        );
+    } else {
+        println!(
+            "verified against the server's root at size {} (not signed: compare it with a \
+             checkpoint you hold)",
+            r.tree_size
+        );
+    }
+}
+
+/// A checked consistency proof; `signed` says whether its new root was a signed checkpoint's.
+pub fn consistency_proof(r: &pb::GetConsistencyProofResponse, signed: bool) {
+    println!(
+        "{} → {}: {} hashes, verified",
+        r.old_size,
+        r.new_size,
+        r.hashes.len()
+    );
+    println!(
+        "  old root {} (as the server reports it: compare with your checkpoint)\n  new root {}{}",
+        hex(&r.old_root),
+        hex(&r.new_root),
+        if signed {
+            " (the signed checkpoint's)"
+        } else {
+            ""
+        }
+    );
+}
+
+/// One message of a server-side audit: progress on stderr, the result on stdout.
+pub fn audit(p: &pb::VerifyLogResponse, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(p)?);
+    } else if !p.done {
+        eprintln!("checked {}/{}", p.checked, p.total);
+    } else if p.ok {
+        println!(
+            "ok: {} entries verified, root {}",
+            p.checked,
+            hex(&p.root_hash)
+        );
+    } else {
+        println!("FAILED at index {:?}: {}", p.first_bad_index, p.error);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Import and bench
+// ---------------------------------------------------------------------------------------------
+
+/// What an import wrote, by kind, and the claim id each claim line's request id got.
+pub fn imported(counts: HashMap<&str, usize>, refs: HashMap<String, String>) {
+    let mut keys: Vec<_> = counts.into_iter().collect();
+    keys.sort();
+    let summary: Vec<String> = keys.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!("imported {}", summary.join(", "));
+    let mut ids: Vec<_> = refs.into_iter().collect();
+    ids.sort();
+    for (rid, id) in ids {
+        println!("  {rid:<32} → {id}");
+    }
+}
+
+/// The figures of a bench run.
+pub fn bench(claims: usize, concurrency: usize, secs: f64, p50: Duration, p99: Duration) {
+    let writes = claims * 2;
+    println!(
+        "{} writes ({} claims + evidence) with {} clients in {:.2} s: {:.0} writes/s; latency p50 {:?} p99 {:?}",
+        writes,
+        claims,
+        concurrency,
+        secs,
+        writes as f64 / secs,
+        p50,
+        p99
+    );
 }
