@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests: a real claimledger server on a loopback port over a
 //! temporary sled directory, client constructors, builders for requests, the demo-data import,
-//! and offline verification of receipts and checkpoints as an auditor would do it.
+//! offline verification of receipts and checkpoints as an auditor would do it, and a runner for
+//! the real `claimledger` binary.
 
 #![allow(dead_code)]
 
@@ -72,6 +73,11 @@ impl TestServer {
             shutdown: Some(tx),
             handle: Some(handle),
         }
+    }
+
+    /// The address as a `--server` URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub async fn channel(&self) -> Channel {
@@ -430,4 +436,45 @@ pub async fn import_article(c: &mut Clients) -> Imported {
             .push(receipt.expect("every write returns a receipt"));
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+// ---------------------------------------------------------------------------------------------
+
+/// What a run of the `claimledger` binary printed.
+pub struct CliRun {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// The stdout of a run that must have succeeded.
+    pub fn stdout(self) -> String {
+        assert!(self.ok, "claimledger failed: {}", self.stderr);
+        self.stdout
+    }
+}
+
+/// Runs the real `claimledger` binary with `args` (without `CLAIMLEDGER_*` from the caller's
+/// environment), asynchronously so an in-process server keeps serving.
+pub async fn cli(args: &[&str]) -> CliRun {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_claimledger"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CLAIMLEDGER_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run the claimledger binary");
+    CliRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
