@@ -107,19 +107,21 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // A gRPC error reads best as its code and message.
-            match e.chain().find_map(|c| c.downcast_ref::<tonic::Status>()) {
+            // A gRPC error reads best as its code and message. Both may carry text from the
+            // server, so they are cleaned like any other output.
+            let text = match e.chain().find_map(|c| c.downcast_ref::<tonic::Status>()) {
                 Some(s) => {
                     let ctx = e.to_string();
                     let s_text = format!("{:?}: {}", s.code(), s.message());
                     if ctx.starts_with("status:") || ctx.starts_with("code:") {
-                        eprintln!("error: {s_text}");
+                        s_text
                     } else {
-                        eprintln!("error: {ctx}: {s_text}");
+                        format!("{ctx}: {s_text}")
                     }
                 }
-                None => eprintln!("error: {e:#}"),
-            }
+                None => format!("{e:#}"),
+            };
+            eprintln!("error: {}", output::clean(&text));
             ExitCode::FAILURE
         }
     }

@@ -1,7 +1,14 @@
 //! Printing responses: proto3 JSON with `--json`, otherwise short human-readable text. Every
 //! line a client command prints to stdout is written here.
+//!
+//! Text that came from the server (ids, names, summaries, notes, rationales, urls, actors,
+//! error messages…) goes through [`clean`] before it reaches the terminal, so a stored string
+//! cannot move the cursor, clear a line or fake a status with control characters. `--json`
+//! needs no such care: JSON escapes control characters itself.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -21,6 +28,53 @@ pub fn print<T: Serialize>(json: bool, v: &T, human: impl FnOnce(&T)) -> anyhow:
 pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// `s` made safe to print as one line of a terminal: control characters (C0, DEL and C1,
+/// including ESC, CR and LF), the line and paragraph separators and the bidirectional
+/// embedding, override and isolate characters are shown as escapes (`\n`, `\r`, `\t`, else
+/// `\u{1b}` style). Everything else, including any non-ASCII letter, is kept as it is; text
+/// that needs nothing escaped is not copied.
+pub fn clean(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(needs_escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Characters that could change what a terminal shows beyond themselves.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// [`clean`] each of `items`, joined with `sep`.
+fn clean_join(items: &[String], sep: &str) -> String {
+    items.iter().map(|s| clean(s)).collect::<Vec<_>>().join(sep)
+}
+
+/// A multi-line text from the server (a signed note), each line cleaned and indented by
+/// `prefix`.
+fn clean_lines(s: &str, prefix: &str) -> String {
+    s.lines()
+        .map(|l| format!("{prefix}{}", clean(l)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn name<E: TryFrom<i32>>(v: i32, f: impl Fn(E) -> &'static str, prefix: &str) -> String {
@@ -50,13 +104,6 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-pub fn indent(s: &str) -> String {
-    s.lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Sources
 // ---------------------------------------------------------------------------------------------
@@ -76,11 +123,15 @@ pub fn receipt(r: &Option<pb::Receipt>) {
 pub fn source(s: &pb::Source) {
     println!(
         "{:<20} {:<40} side={:<4} role={:<10} cluster={:<14} grade={}",
-        s.id,
-        s.name,
-        if s.side.is_empty() { "-" } else { &s.side },
+        clean(&s.id),
+        clean(&s.name),
+        if s.side.is_empty() {
+            "-".into()
+        } else {
+            clean(&s.side)
+        },
         name(s.role, |r: pb::Role| r.as_str_name(), "ROLE_"),
-        s.cluster,
+        clean(&s.cluster),
         reliability(s.reliability)
     );
 }
@@ -108,8 +159,8 @@ pub fn source_with_grades(r: &pb::GetSourceResponse) {
             "  grade {} at index {} by {}: {}",
             reliability(g.reliability),
             g.index,
-            g.actor,
-            g.rationale
+            clean(&g.actor),
+            clean(&g.rationale)
         );
     }
 }
@@ -123,7 +174,7 @@ pub fn sources(r: &pb::ListSourcesResponse) {
 
 fn next_page(token: &str) {
     if !token.is_empty() {
-        println!("next page: --page-token {token}");
+        println!("next page: --page-token {}", clean(token));
     }
 }
 
@@ -133,21 +184,29 @@ fn next_page(token: &str) {
 
 pub fn claim_submitted(r: &pb::SubmitClaimResponse) {
     if let Some(cl) = &r.claim {
-        println!("submitted claim {}", cl.id);
+        println!("submitted claim {}", clean(&cl.id));
     }
     receipt(&r.receipt);
 }
 
 pub fn evidence_added(r: &pb::AddEvidenceResponse) {
     if let Some(e) = &r.evidence {
-        println!("added evidence {} to claim {}", e.id, e.claim_id);
+        println!(
+            "added evidence {} to claim {}",
+            clean(&e.id),
+            clean(&e.claim_id)
+        );
     }
     receipt(&r.receipt);
 }
 
 pub fn verdict_recorded(r: &pb::RecordVerdictResponse) {
     if let Some(v) = &r.verdict {
-        println!("recorded verdict {} on claim {}", v.id, v.claim_id);
+        println!(
+            "recorded verdict {} on claim {}",
+            clean(&v.id),
+            clean(&v.claim_id)
+        );
     }
     receipt(&r.receipt);
 }
@@ -160,11 +219,11 @@ pub fn retracted(r: &pb::RetractClaimResponse) {
 pub fn claim_line(c: &pb::Claim, st: i32) {
     println!(
         "{:<16} {:<13} {:<26} {:<12} {}",
-        c.id,
+        clean(&c.id),
         status(st),
         kind(c.kind),
-        c.claimant_id,
-        c.summary
+        clean(&c.claimant_id),
+        clean(&c.summary)
     );
 }
 
@@ -181,26 +240,26 @@ pub fn claim(r: &pb::GetClaimResponse) {
     let Some(c) = &r.claim else { return };
     println!(
         "{}  [{}]  (computed: {})",
-        c.id,
+        clean(&c.id),
         status(r.status),
         status(r.computed_status)
     );
-    println!("  {}", c.summary);
+    println!("  {}", clean(&c.summary));
     println!(
         "  kind {}  claimant {}  logged at index {}",
         kind(c.kind),
-        c.claimant_id,
+        clean(&c.claimant_id),
         c.index
     );
     if !c.attribution.is_empty() {
-        let chain: Vec<String> = c
+        let chain: Vec<Cow<str>> = c
             .attribution
             .iter()
             .map(|h| {
                 if h.source_id.is_empty() {
-                    h.name.clone()
+                    clean(&h.name)
                 } else {
-                    h.source_id.clone()
+                    clean(&h.source_id)
                 }
             })
             .collect();
@@ -209,24 +268,24 @@ pub fn claim(r: &pb::GetClaimResponse) {
     for e in &r.evidence {
         println!(
             "  evidence {} from {} {} credibility {} {}",
-            e.id,
-            e.source_id,
+            clean(&e.id),
+            clean(&e.source_id),
             stance(e.stance),
             e.credibility,
-            e.url
+            clean(&e.url)
         );
     }
     for v in &r.verdicts {
         println!(
             "  verdict {} {} by {}: {}",
-            v.id,
+            clean(&v.id),
             name(v.decision, |d: pb::Decision| d.as_str_name(), "DECISION_"),
-            v.reviewer,
-            v.rationale
+            clean(&v.reviewer),
+            clean(&v.rationale)
         );
     }
     if let Some(x) = &r.retraction {
-        println!("  retracted by {}: {}", x.source_id, x.note);
+        println!("  retracted by {}: {}", clean(&x.source_id), clean(&x.note));
     }
     println!("  entries: {:?}", r.entry_indexes);
 }
@@ -236,7 +295,7 @@ pub fn claim(r: &pb::GetClaimResponse) {
 pub fn claim_status(s: &pb::GetClaimStatusResponse, proofs_verified: bool) {
     println!(
         "{}: {}{}  (computed {}, policy {}, as of log size {})",
-        s.claim_id,
+        clean(&s.claim_id),
         status(s.status),
         if s.confirmed {
             " — confirmed"
@@ -244,7 +303,7 @@ pub fn claim_status(s: &pb::GetClaimStatusResponse, proofs_verified: bool) {
             " — not confirmed"
         },
         status(s.computed_status),
-        s.policy,
+        clean(&s.policy),
         s.as_of_size
     );
     println!(
@@ -252,7 +311,7 @@ pub fn claim_status(s: &pb::GetClaimStatusResponse, proofs_verified: bool) {
         s.supporting_groups, s.contradicting_groups
     );
     if !s.flags.is_empty() {
-        println!("  flags: {}", s.flags.join(", "));
+        println!("  flags: {}", clean_join(&s.flags, ", "));
     }
     if s.needs_review {
         println!("  needs review: evidence after the latest verdict changes the computed status");
@@ -265,15 +324,15 @@ pub fn claim_status(s: &pb::GetClaimStatusResponse, proofs_verified: bool) {
             "  {} {:<10} {} origin {} group {} → {}: {}",
             if t.counted { "✔" } else { "✘" },
             stance(t.effective_stance),
-            t.evidence_id,
-            t.origin,
-            t.group,
+            clean(&t.evidence_id),
+            clean(&t.origin),
+            clean(&t.group),
             if t.counted { "counted" } else { "not counted" },
-            t.reasons.join("; ")
+            clean_join(&t.reasons, "; ")
         );
     }
     if !s.checkpoint.is_empty() {
-        println!("  checkpoint:\n{}", indent(&s.checkpoint));
+        println!("  checkpoint:\n{}", clean_lines(&s.checkpoint, "    "));
         for p in &s.proofs {
             println!("  proof for entry {}: {} hashes", p.index, p.hashes.len());
         }
@@ -291,9 +350,9 @@ pub fn claim_status(s: &pb::GetClaimStatusResponse, proofs_verified: bool) {
 // ---------------------------------------------------------------------------------------------
 
 pub fn checkpoint(r: &pb::GetCheckpointResponse) {
-    print!("{}", r.note);
+    println!("{}", clean_lines(&r.note, ""));
     println!("size {}  root {}", r.size, hex(&r.root_hash));
-    println!("verifier key {}", r.verifier_key);
+    println!("verifier key {}", clean(&r.verifier_key));
 }
 
 /// One log entry: decoded as a JSON line with `json`, otherwise index, leaf, actor and a
@@ -322,8 +381,8 @@ pub fn entry(e: &pb::LogEntry, json: bool) -> anyhow::Result<()> {
         "{:>8} {} {:<10} {}",
         e.index,
         hex(&e.leaf_hash).get(..16).unwrap_or_default(),
-        entry.actor,
-        what
+        clean(&entry.actor),
+        clean(&what)
     );
     Ok(())
 }
@@ -386,7 +445,11 @@ pub fn audit(p: &pb::VerifyLogResponse, json: bool) -> anyhow::Result<()> {
             hex(&p.root_hash)
         );
     } else {
-        println!("FAILED at index {:?}: {}", p.first_bad_index, p.error);
+        println!(
+            "FAILED at index {:?}: {}",
+            p.first_bad_index,
+            clean(&p.error)
+        );
     }
     Ok(())
 }
@@ -404,7 +467,7 @@ pub fn imported(counts: HashMap<&str, usize>, refs: HashMap<String, String>) {
     let mut ids: Vec<_> = refs.into_iter().collect();
     ids.sort();
     for (rid, id) in ids {
-        println!("  {rid:<32} → {id}");
+        println!("  {:<32} → {}", clean(&rid), clean(&id));
     }
 }
 
@@ -421,4 +484,61 @@ pub fn bench(claims: usize, concurrency: usize, secs: f64, p50: Duration, p99: D
         p50,
         p99
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+    use std::borrow::Cow;
+
+    #[test]
+    fn plain_text_is_borrowed_unchanged() {
+        for s in [
+            "",
+            "Russian MoD: 35 drones destroyed over Kursk",
+            "Минобороны России: сбиты 35 беспилотников",
+            "quotes \" and back\\slashes, emoji 🛰️, arrows → ✔",
+        ] {
+            assert!(matches!(clean(s), Cow::Borrowed(b) if b == s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_fake_status_line_cannot_rewrite_the_terminal() {
+        let summary = "ok\r\u{1b}[2Kfake CONFIRMED";
+        let shown = clean(summary);
+        assert_eq!(shown, "ok\\r\\u{1b}[2Kfake CONFIRMED");
+        assert!(!shown.chars().any(char::is_control));
+    }
+
+    #[test]
+    fn line_breaks_and_tabs_get_their_short_escapes() {
+        assert_eq!(clean("a\nb\rc\td"), "a\\nb\\rc\\td");
+        assert_eq!(clean("line\r\n"), "line\\r\\n");
+    }
+
+    #[test]
+    fn every_c0_and_c1_control_and_del_is_escaped() {
+        for c in (0u32..0x20).chain(0x7f..0xa0).filter_map(char::from_u32) {
+            let shown = clean(&c.to_string()).into_owned();
+            assert!(shown.starts_with('\\'), "{c:?} shown as {shown:?}");
+            assert!(!shown.chars().any(char::is_control), "{c:?} → {shown:?}");
+        }
+        assert_eq!(clean("\u{0}"), "\\u{0}");
+        assert_eq!(clean("\u{7f}"), "\\u{7f}");
+        assert_eq!(clean("\u{9b}31m"), "\\u{9b}31m");
+    }
+
+    #[test]
+    fn line_separators_and_bidi_overrides_are_escaped() {
+        assert_eq!(clean("a\u{2028}b\u{2029}"), "a\\u{2028}b\\u{2029}");
+        assert_eq!(clean("\u{202e}DEMRIFNOC"), "\\u{202e}DEMRIFNOC");
+        assert_eq!(clean("\u{2066}x\u{2069}"), "\\u{2066}x\\u{2069}");
+    }
+
+    #[test]
+    fn padding_still_applies_to_cleaned_text() {
+        assert_eq!(format!("[{:<6}]", clean("a\u{1b}")), "[a\\u{1b}]");
+        assert_eq!(format!("[{:<6}]", clean("ab")), "[ab    ]");
+    }
 }
