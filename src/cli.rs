@@ -5,8 +5,9 @@
 //! `local` holds the commands that open a data directory themselves. Each client command group
 //! has one module with its clap types and its dispatcher (`source`, `claim`, `log`, `import`,
 //! `bench`); they share `connect` (the client options, the channel and the token), `parse`
-//! (command-line text into request fields), `proofs` (the checks the CLI does itself rather
-//! than trust the server) and `output` (everything printed).
+//! (command-line text into request fields), `request_id` (the idempotency key of every write),
+//! `proofs` (the checks the CLI does itself rather than trust the server) and `output`
+//! (everything printed).
 
 mod bench;
 mod claim;
@@ -17,6 +18,7 @@ mod log;
 mod output;
 mod parse;
 mod proofs;
+mod request_id;
 mod source;
 
 use std::process::ExitCode;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::connect::{connect, ClientOpts};
-use super::{output, parse, proofs};
+use super::{output, parse, proofs, request_id};
 use crate::pb;
 
 #[derive(Subcommand)]
@@ -15,6 +15,8 @@ pub enum ClaimCmd {
     Submit {
         #[arg(long)]
         data: String,
+        /// Idempotency key: the same write sent again with it is done once. Without it a random
+        /// one is made up and printed on stderr, to retry with.
         #[arg(long, default_value = "")]
         request_id: String,
     },
@@ -46,6 +48,8 @@ pub enum ClaimCmd {
         /// A quantity as JSON, e.g. '{"measure":"destroyed","unit":"drones","qualifier":"QUALIFIER_EXACT","best":35}'.
         #[arg(long)]
         quantity: Option<String>,
+        /// Idempotency key: the same write sent again with it is done once. Without it a random
+        /// one is made up and printed on stderr, to retry with.
         #[arg(long, default_value = "")]
         request_id: String,
     },
@@ -59,6 +63,8 @@ pub enum ClaimCmd {
         /// Evidence ids the verdict relies on (repeatable).
         #[arg(long = "evidence")]
         evidence_ids: Vec<String>,
+        /// Idempotency key: the same write sent again with it is done once. Without it a random
+        /// one is made up and printed on stderr, to retry with.
         #[arg(long, default_value = "")]
         request_id: String,
     },
@@ -72,6 +78,8 @@ pub enum ClaimCmd {
         url: String,
         #[arg(long, default_value = "")]
         note: String,
+        /// Idempotency key: the same write sent again with it is done once. Without it a random
+        /// one is made up and printed on stderr, to retry with.
         #[arg(long, default_value = "")]
         request_id: String,
     },
@@ -123,7 +131,7 @@ pub async fn run(cmd: ClaimCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
             let r = c
                 .claims
                 .submit_claim(pb::SubmitClaimRequest {
-                    request_id,
+                    request_id: request_id::or_new(request_id),
                     claim: Some(claim),
                 })
                 .await?
@@ -158,7 +166,7 @@ pub async fn run(cmd: ClaimCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
             let r = c
                 .claims
                 .add_evidence(pb::AddEvidenceRequest {
-                    request_id,
+                    request_id: request_id::or_new(request_id),
                     claim_id,
                     evidence: Some(evidence),
                 })
@@ -182,7 +190,7 @@ pub async fn run(cmd: ClaimCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
             let r = c
                 .claims
                 .record_verdict(pb::RecordVerdictRequest {
-                    request_id,
+                    request_id: request_id::or_new(request_id),
                     claim_id,
                     verdict: Some(verdict),
                 })
@@ -200,7 +208,7 @@ pub async fn run(cmd: ClaimCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
             let r = c
                 .claims
                 .retract_claim(pb::RetractClaimRequest {
-                    request_id,
+                    request_id: request_id::or_new(request_id),
                     claim_id,
                     retraction: Some(pb::Retraction {
                         source_id: source,

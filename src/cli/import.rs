@@ -1,5 +1,9 @@
 //! `claimledger import FILE`: sends JSON lines of `claimledger.v1.ImportLine` one by one, and
 //! resolves `"claim_id": "@REQUEST_ID"` references to the ids earlier claim lines got.
+//!
+//! Every write carries a request id, so importing a file again writes nothing new: source lines
+//! use `src-<source id>`, other lines their own `request_id` or else one derived from the line
+//! ([`request_id::for_import_line`]).
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -8,7 +12,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 
 use super::connect::{connect, ClientOpts};
-use super::output;
+use super::{output, request_id};
 use crate::pb;
 
 #[derive(Args)]
@@ -36,6 +40,8 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<ExitCode> {
     let mut c = connect(&a.opts).await?;
     let mut refs: HashMap<String, String> = HashMap::new();
     let mut counts: HashMap<&str, usize> = HashMap::new();
+    // How many times each line was seen, so identical lines get different derived ids.
+    let mut seen: HashMap<&str, usize> = HashMap::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -43,6 +49,14 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<ExitCode> {
         }
         let at = || format!("{}:{}", a.file.display(), n + 1);
         let item: pb::ImportLine = serde_json::from_str(line).with_context(at)?;
+        let occurrence = seen.entry(line).or_default();
+        let derived = request_id::for_import_line(line, *occurrence);
+        *occurrence += 1;
+        let or_derived = |rid: &mut String| {
+            if rid.is_empty() {
+                *rid = derived.clone();
+            }
+        };
         let what = match item {
             pb::ImportLine {
                 source: Some(s), ..
@@ -59,8 +73,10 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<ExitCode> {
                 "sources"
             }
             pb::ImportLine {
-                claim: Some(req), ..
+                claim: Some(mut req),
+                ..
             } => {
+                or_derived(&mut req.request_id);
                 let rid = req.request_id.clone();
                 let r = c
                     .claims
@@ -77,13 +93,16 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<ExitCode> {
                 evidence: Some(mut req),
                 ..
             } => {
+                or_derived(&mut req.request_id);
                 resolve(&refs, &mut req.claim_id).with_context(at)?;
                 c.claims.add_evidence(req).await.with_context(at)?;
                 "evidence"
             }
             pb::ImportLine {
-                grade: Some(req), ..
+                grade: Some(mut req),
+                ..
             } => {
+                or_derived(&mut req.request_id);
                 c.sources.grade_source(req).await.with_context(at)?;
                 "grades"
             }
@@ -91,6 +110,7 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<ExitCode> {
                 verdict: Some(mut req),
                 ..
             } => {
+                or_derived(&mut req.request_id);
                 resolve(&refs, &mut req.claim_id).with_context(at)?;
                 c.claims.record_verdict(req).await.with_context(at)?;
                 "verdicts"
@@ -99,6 +119,7 @@ pub async fn run(a: ImportArgs) -> anyhow::Result<ExitCode> {
                 retraction: Some(mut req),
                 ..
             } => {
+                or_derived(&mut req.request_id);
                 resolve(&refs, &mut req.claim_id).with_context(at)?;
                 c.claims.retract_claim(req).await.with_context(at)?;
                 "retractions"

@@ -105,8 +105,13 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sources
+// Writes
 // ---------------------------------------------------------------------------------------------
+
+/// A request id the CLI made up, on stderr so stdout stays the answer (and JSON with `--json`).
+pub fn generated_request_id(id: &str) {
+    eprintln!("request_id: {id} (to retry this command safely, add --request-id {id})");
+}
 
 pub fn receipt(r: &Option<pb::Receipt>) {
     if let Some(r) = r {
@@ -119,6 +124,10 @@ pub fn receipt(r: &Option<pb::Receipt>) {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sources
+// ---------------------------------------------------------------------------------------------
 
 pub fn source(s: &pb::Source) {
     println!(

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::connect::{connect, ClientOpts};
-use super::{output, parse};
+use super::{output, parse, request_id};
 use crate::pb;
 
 #[derive(Subcommand)]
@@ -33,6 +33,8 @@ pub enum SourceCmd {
         /// Reliability grade A–F.
         #[arg(long, default_value = "F")]
         grade: String,
+        /// Idempotency key: the same write sent again with it is done once. Without it a random
+        /// one is made up and printed on stderr, to retry with.
         #[arg(long, default_value = "")]
         request_id: String,
     },
@@ -43,6 +45,8 @@ pub enum SourceCmd {
         grade: String,
         #[arg(long)]
         rationale: String,
+        /// Idempotency key: the same write sent again with it is done once. Without it a random
+        /// one is made up and printed on stderr, to retry with.
         #[arg(long, default_value = "")]
         request_id: String,
     },
@@ -83,7 +87,7 @@ pub async fn run(cmd: SourceCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
             let r = c
                 .sources
                 .register_source(pb::RegisterSourceRequest {
-                    request_id,
+                    request_id: request_id::or_new(request_id),
                     source: Some(source),
                 })
                 .await?
@@ -96,12 +100,13 @@ pub async fn run(cmd: SourceCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
             rationale,
             request_id,
         } => {
+            let reliability = parse::reliability(&grade)?;
             let r = c
                 .sources
                 .grade_source(pb::GradeSourceRequest {
-                    request_id,
+                    request_id: request_id::or_new(request_id),
                     source_id: id,
-                    reliability: parse::reliability(&grade)?,
+                    reliability,
                     rationale,
                 })
                 .await?
