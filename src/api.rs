@@ -2,7 +2,8 @@
 //!
 //! - [`error`]: the one place where log and ledger errors become gRPC status codes.
 //! - [`sources`], [`claims`], [`log`]: the three services of `claimledger.v1`.
-//! - [`auth`]: who is calling (bearer tokens → principal, else `anonymous`).
+//! - [`auth`]: who is calling (bearer token → principal, else `anonymous`) and what they may
+//!   write: one tower layer and one method → role table.
 //! - [`server`]: assembling the router with health, reflection and limits, and graceful
 //!   shutdown.
 

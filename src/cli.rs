@@ -5,6 +5,7 @@
 mod client;
 mod local;
 mod output;
+mod token;
 
 use std::process::ExitCode;
 
@@ -76,6 +77,11 @@ enum Cmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Bearer tokens: `token new PRINCIPAL --roles … [--clusters …] --tokens-file FILE`.
+    Token {
+        #[command(subcommand)]
+        cmd: token::TokenCmd,
+    },
     /// Load generator: submits claims with evidence concurrently and reports throughput.
     Bench(client::BenchArgs),
 }
@@ -110,8 +116,12 @@ pub fn main() -> ExitCode {
             Cmd::Claim { cmd, opts } => client::claim(cmd, &opts).await,
             Cmd::Log { cmd, opts } => client::log(cmd, &opts).await,
             Cmd::Bench(a) => client::bench(a).await,
+            Cmd::Token { cmd } => token::run(cmd),
         }
     });
+    // Tasks cut off by the drain deadline (a stalled stream, a long audit) must not keep the
+    // process alive once the work that matters (the writer's drain) is done.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -181,6 +181,13 @@ impl Log {
         Ok(())
     }
 
+    /// Why the writer cannot commit right now (`None` while it can). It is set while a commit
+    /// is being retried, cleared when it succeeds, and its sender is dropped when the writer
+    /// thread ends.
+    pub fn writer_health(&self) -> watch::Receiver<Option<String>> {
+        self.failed_rx.clone()
+    }
+
     /// Resolves with the reason when the writer stops accepting appends: a failed commit, or
     /// the writer thread ending (after a shutdown, or a panic).
     pub async fn writer_stopped(&self) -> String {

@@ -26,6 +26,7 @@ pub fn log(e: LogError) -> Status {
         LogError::OriginMismatch { .. }
         | LogError::Storage(_)
         | LogError::Io { .. }
+        | LogError::Insecure(_)
         | LogError::Internal(_) => Code::Internal,
     };
     Status::new(code, e.to_string())

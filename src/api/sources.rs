@@ -14,7 +14,7 @@ impl SourceService for Sources {
         &self,
         req: Request<pb::RegisterSourceRequest>,
     ) -> Result<Response<pb::RegisterSourceResponse>, Status> {
-        let actor = auth::actor(&req);
+        let actor = auth::principal(&req).name;
         let mut r = req.into_inner();
         if let Some(s) = r.source.as_mut() {
             s.registered_index = 0;
@@ -39,7 +39,7 @@ impl SourceService for Sources {
         &self,
         req: Request<pb::GradeSourceRequest>,
     ) -> Result<Response<pb::GradeSourceResponse>, Status> {
-        let actor = auth::actor(&req);
+        let actor = auth::principal(&req).name;
         let r = req.into_inner();
         validate::grade(&r.source_id, r.reliability, &r.rationale).map_err(error::field)?;
         let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;

@@ -34,6 +34,9 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
+    /// A secret file (the signing key) that others can read.
+    #[error("{0}")]
+    Insecure(String),
     #[error("the log is closed")]
     Closed,
     #[error("internal error: {0}")]
