@@ -146,8 +146,8 @@ impl Log {
     /// writer's queue is full this waits for room (backpressure).
     pub async fn append(&self, actor: &str, body: Vec<u8>) -> Result<Receipt, AppendError> {
         if body.len() > MAX_BODY {
-            return Err(LogError::InvalidArgument(format!(
-                "entry body of {} bytes is larger than {MAX_BODY}",
+            return Err(LogError::TooLarge(format!(
+                "the entry would be {} bytes, more than the {MAX_BODY} an entry may hold",
                 body.len()
             ))
             .into());

@@ -164,7 +164,6 @@ pub enum Auth {
     Tokens(Arc<Tokens>),
 }
 
-
 /// The principal of a request, as the layer put it into the request's extensions (read-only
 /// `anonymous` if no layer ran, which only happens in code that builds requests by hand).
 pub fn principal<T>(req: &tonic::Request<T>) -> Principal {

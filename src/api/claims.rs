@@ -10,10 +10,7 @@ use crate::pb::{self, change::Kind, claim_service_server::ClaimService};
 pub struct Claims(pub Ctx);
 
 fn claim_id(id: &str) -> Result<(), Status> {
-    if id.is_empty() {
-        return Err(error::missing("claim_id"));
-    }
-    Ok(())
+    validate::id("claim_id", id).map_err(error::field)
 }
 
 impl Claims {
@@ -183,9 +180,7 @@ impl ClaimService for Claims {
         req: Request<pb::GetClaimRequest>,
     ) -> Result<Response<pb::GetClaimResponse>, Status> {
         let id = req.into_inner().id;
-        if id.is_empty() {
-            return Err(error::missing("id"));
-        }
+        validate::id("id", &id).map_err(error::field)?;
         Ok(Response::new(
             self.0.reader.claim(&id).map_err(error::ledger)?,
         ))
@@ -255,7 +250,17 @@ impl ClaimService for Claims {
             }
         }
         if !r.claimant_id.is_empty() && !validate::is_slug(&r.claimant_id) {
-            return Err(Status::invalid_argument("claimant_id: not a source id"));
+            return Err(Status::invalid_argument(format!(
+                "claimant_id: {} is not a source id",
+                validate::quote(&r.claimant_id)
+            )));
+        }
+        validate::timestamp("event_time_from", &r.event_time_from).map_err(error::field)?;
+        validate::timestamp("event_time_to", &r.event_time_to).map_err(error::field)?;
+        validate::query_text("query", &r.query).map_err(error::field)?;
+        validate::query_text("place", &r.place).map_err(error::field)?;
+        if r.page_token.len() > 256 {
+            return Err(Status::invalid_argument("page_token: not a page token"));
         }
         Ok(Response::new(
             self.0.reader.list_claims(&r).map_err(error::ledger)?,

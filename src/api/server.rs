@@ -25,6 +25,7 @@ use tonic_health::ServingStatus;
 
 use super::auth::{Auth, AuthLayer};
 use super::claims::Claims;
+use super::error::RequestErrorsLayer;
 use super::log::LogApi;
 use super::sources::Sources;
 use super::Ctx;
@@ -168,6 +169,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .http2_max_header_list_size(16 * 1024)
         .tcp_keepalive(Some(Duration::from_secs(60)))
+        .layer(RequestErrorsLayer)
         .layer(AuthLayer::new(config.auth))
         .add_service(health_service)
         .add_service(reflection)

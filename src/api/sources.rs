@@ -65,8 +65,14 @@ impl SourceService for Sources {
         req: Request<pb::GetSourceRequest>,
     ) -> Result<Response<pb::GetSourceResponse>, Status> {
         let id = req.into_inner().id;
-        if id.is_empty() {
-            return Err(error::missing("id"));
+        if !validate::is_slug(&id) {
+            return Err(match id.is_empty() {
+                true => error::missing("id"),
+                false => Status::invalid_argument(format!(
+                    "id: {} is not a source id",
+                    validate::quote(&id)
+                )),
+            });
         }
         Ok(Response::new(
             self.0.reader.source(&id).map_err(error::ledger)?,
