@@ -2,7 +2,8 @@
 //!
 //! - [`error`]: the one place where log and ledger errors become gRPC status codes.
 //! - [`sources`], [`claims`], [`log`]: the three services of `claimledger.v1`.
-//! - [`auth`]: who is calling (bearer tokens → principal, else `anonymous`).
+//! - [`auth`]: who is calling (bearer token → principal, else `anonymous`) and what they may
+//!   write: one tower layer and one method → role table.
 //! - [`server`]: assembling the router with health, reflection and limits, and graceful
 //!   shutdown.
 
@@ -30,7 +31,12 @@ pub struct Ctx {
     pub closing: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     /// One server-side audit at a time: each reads the whole log.
     pub audit: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Entry streams (GetEntries, WatchEntries) open at once across all connections.
+    pub streams: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// The most entry streams open at once; each holds at most about 1.25 MiB (see `api::log`).
+pub const MAX_STREAMS: usize = 256;
 
 impl Ctx {
     pub fn new(log: Log) -> Ctx {
@@ -39,7 +45,17 @@ impl Ctx {
             log,
             closing: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
             audit: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+            streams: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         }
+    }
+
+    /// A place for one more entry stream, or RESOURCE_EXHAUSTED.
+    pub(crate) fn stream_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_STREAMS} entry streams are open on this server; try again later"
+            ))
+        })
     }
 
     /// Appends a change and returns the receipt, or, for a retried request, the receipt of the

@@ -20,6 +20,7 @@ mod parse;
 mod proofs;
 mod request_id;
 mod source;
+mod token;
 
 use std::process::ExitCode;
 
@@ -70,6 +71,11 @@ enum Cmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Bearer tokens: `token new PRINCIPAL --roles … [--clusters …] --tokens-file FILE`.
+    Token {
+        #[command(subcommand)]
+        cmd: token::TokenCmd,
+    },
     /// Load generator: submits claims with evidence concurrently and reports throughput.
     Bench(bench::BenchArgs),
 }
@@ -104,8 +110,12 @@ pub fn main() -> ExitCode {
             Cmd::Claim { cmd, opts } => claim::run(cmd, &opts).await,
             Cmd::Log { cmd, opts } => log::run(cmd, &opts).await,
             Cmd::Bench(a) => bench::run(a).await,
+            Cmd::Token { cmd } => token::run(cmd),
         }
     });
+    // Tasks cut off by the drain deadline (a stalled stream, a long audit) must not keep the
+    // process alive once the work that matters (the writer's drain) is done.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -38,6 +38,23 @@ pub fn derive_id(prefix: &str, request_id: &str) -> String {
     id
 }
 
+/// The actor of entries written without a named principal.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// A request id as the principal's own: idempotency keys and ids derived from request ids are
+/// scoped to the principal that sent them (SPEC §7), so another principal reusing an id neither
+/// collides with it nor learns anything from it. `anonymous` keeps the bare id, which is how
+/// logs written before this scoping keyed their requests; a named principal's id is prefixed
+/// with its name and a NUL, which neither a request id nor a principal name can contain, so the
+/// two forms never meet.
+pub fn scoped_request_id(actor: &str, request_id: &str) -> String {
+    if actor == ANONYMOUS {
+        request_id.to_string()
+    } else {
+        format!("{actor}\0{request_id}")
+    }
+}
+
 /// Rebuilds every domain index from the log: removes all index keys, then applies each entry
 /// in order. Run offline (`claimledger reindex`), with no server on the directory. If an entry
 /// does not apply (which a log written by this code cannot contain), it stops with an error

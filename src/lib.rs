@@ -8,6 +8,7 @@
 pub mod api;
 pub mod claims;
 pub mod cli;
+pub mod files;
 pub mod ledger;
 pub mod log;
 

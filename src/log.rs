@@ -146,8 +146,8 @@ impl Log {
     /// writer's queue is full this waits for room (backpressure).
     pub async fn append(&self, actor: &str, body: Vec<u8>) -> Result<Receipt, AppendError> {
         if body.len() > MAX_BODY {
-            return Err(LogError::InvalidArgument(format!(
-                "entry body of {} bytes is larger than {MAX_BODY}",
+            return Err(LogError::TooLarge(format!(
+                "the entry would be {} bytes, more than the {MAX_BODY} an entry may hold",
                 body.len()
             ))
             .into());
@@ -179,6 +179,13 @@ impl Log {
                 .map_err(|_| LogError::Internal("writer thread panicked".into()))?;
         }
         Ok(())
+    }
+
+    /// Why the writer cannot commit right now (`None` while it can). It is set while a commit
+    /// is being retried, cleared when it succeeds, and its sender is dropped when the writer
+    /// thread ends.
+    pub fn writer_health(&self) -> watch::Receiver<Option<String>> {
+        self.failed_rx.clone()
     }
 
     /// Resolves with the reason when the writer stops accepting appends: a failed commit, or

@@ -548,7 +548,14 @@ async fn verify_log_audits_everything_and_says_ok() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_record_the_authenticated_principal() {
     let dir = tempfile::tempdir().unwrap();
-    let auth = claimledger::api::auth::Auth::from_text("# tokens\ntok-alice alice\n").unwrap();
+    use claimledger::api::auth::{tokens, Auth, Principal, Tokens};
+    let alice = Principal {
+        name: "alice".into(),
+        roles: tokens::parse_roles("registrar").unwrap(),
+        clusters: vec![],
+    };
+    let text = format!("# tokens\n{}\n", tokens::line_for("tok-alice", &alice));
+    let auth = Auth::Tokens(std::sync::Arc::new(Tokens::parse(&text).unwrap()));
     let srv = TestServer::start_with_auth(dir.path(), auth).await;
     let mut c = srv.clients().await;
     fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
@@ -566,7 +573,8 @@ async fn entries_record_the_authenticated_principal() {
         .register_source(bearer(reg("by-alice"), "tok-alice"))
         .await
         .unwrap();
-    c.sources.register_source(reg("by-nobody")).await.unwrap();
+    let r = c.sources.register_source(reg("by-nobody")).await;
+    assert_eq!(r.unwrap_err().code(), Code::PermissionDenied);
     let r = c
         .sources
         .register_source(bearer(reg("by-mallory"), "tok-forged"))
@@ -578,11 +586,7 @@ async fn entries_record_the_authenticated_principal() {
         .iter()
         .map(|e| pb::Entry::decode(&e.data[..]).unwrap().actor)
         .collect();
-    assert_eq!(
-        actors,
-        ["alice", "anonymous"],
-        "the refused call wrote nothing"
-    );
+    assert_eq!(actors, ["alice"], "the refused calls wrote nothing");
     let got = c
         .sources
         .get_source(pb::GetSourceRequest {

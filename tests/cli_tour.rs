@@ -33,7 +33,7 @@ impl Server {
                 .next()
                 .expect("serve exited before listening")
                 .expect("read serve's stderr");
-            if let Some(a) = line.strip_prefix("claimledger listening on ") {
+            if let Some(a) = line.strip_prefix("claimledger listening on http://") {
                 break a.trim().to_string();
             }
         };

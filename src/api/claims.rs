@@ -4,16 +4,13 @@ use tonic::{Request, Response, Status};
 
 use super::{auth, error, request_key, Ctx};
 use crate::claims::{policy, validate};
-use crate::ledger::derive_id;
+use crate::ledger::{derive_id, scoped_request_id};
 use crate::pb::{self, change::Kind, claim_service_server::ClaimService};
 
 pub struct Claims(pub Ctx);
 
 fn claim_id(id: &str) -> Result<(), Status> {
-    if id.is_empty() {
-        return Err(error::missing("claim_id"));
-    }
-    Ok(())
+    validate::id("claim_id", id).map_err(error::field)
 }
 
 impl Claims {
@@ -25,6 +22,16 @@ impl Claims {
         let rec = self.0.reader.claim(claim_id).map_err(error::ledger)?;
         pick(&rec).ok_or_else(|| Status::internal("written record not found after commit"))
     }
+
+    /// The cluster of the claim's claimant, for the cluster rules of `auth::rules`. Both the
+    /// claimant of a claim and the cluster of a source are fixed when they are logged, so
+    /// reading them before the write cannot race with it.
+    fn claimant_cluster(&self, claim_id: &str) -> Result<String, Status> {
+        let rec = self.0.reader.claim(claim_id).map_err(error::ledger)?;
+        let claimant = rec.claim.map(|c| c.claimant_id).unwrap_or_default();
+        let source = self.0.reader.source(&claimant).map_err(error::ledger)?;
+        Ok(source.source.map(|s| s.cluster).unwrap_or_default())
+    }
 }
 
 #[tonic::async_trait]
@@ -33,7 +40,7 @@ impl ClaimService for Claims {
         &self,
         req: Request<pb::SubmitClaimRequest>,
     ) -> Result<Response<pb::SubmitClaimResponse>, Status> {
-        let actor = auth::actor(&req);
+        let actor = auth::principal(&req).name;
         let mut r = req.into_inner();
         // Server-assigned fields are not the client's content: clear them before the digest,
         // so a retry that echoes a response back is still the same request.
@@ -45,7 +52,7 @@ impl ClaimService for Claims {
         let mut claim = r.claim.clone().ok_or_else(|| error::missing("claim"))?;
         validate::claim(&claim).map_err(error::field)?;
         let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;
-        claim.id = derive_id("c", &request_id);
+        claim.id = derive_id("c", &scoped_request_id(&actor, &request_id));
         let id = claim.id.clone();
         let change = pb::Change {
             request_id,
@@ -64,7 +71,7 @@ impl ClaimService for Claims {
         &self,
         req: Request<pb::AddEvidenceRequest>,
     ) -> Result<Response<pb::AddEvidenceResponse>, Status> {
-        let actor = auth::actor(&req);
+        let actor = auth::principal(&req).name;
         let mut r = req.into_inner();
         if let Some(e) = r.evidence.as_mut() {
             e.id.clear();
@@ -79,7 +86,7 @@ impl ClaimService for Claims {
             .ok_or_else(|| error::missing("evidence"))?;
         validate::evidence(&ev).map_err(error::field)?;
         let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;
-        ev.id = derive_id("e", &request_id);
+        ev.id = derive_id("e", &scoped_request_id(&actor, &request_id));
         ev.claim_id = r.claim_id.clone();
         let id = ev.id.clone();
         let change = pb::Change {
@@ -101,7 +108,8 @@ impl ClaimService for Claims {
         &self,
         req: Request<pb::RecordVerdictRequest>,
     ) -> Result<Response<pb::RecordVerdictResponse>, Status> {
-        let actor = auth::actor(&req);
+        let who = auth::principal(&req);
+        let actor = who.name.clone();
         let mut r = req.into_inner();
         if let Some(v) = r.verdict.as_mut() {
             v.id.clear();
@@ -111,10 +119,11 @@ impl ClaimService for Claims {
             v.logged_at = None;
         }
         claim_id(&r.claim_id)?;
+        auth::rules::may_record_verdict(&who, &self.claimant_cluster(&r.claim_id)?)?;
         let mut v = r.verdict.clone().ok_or_else(|| error::missing("verdict"))?;
         validate::verdict(&v).map_err(error::field)?;
         let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;
-        v.id = derive_id("v", &request_id);
+        v.id = derive_id("v", &scoped_request_id(&actor, &request_id));
         v.claim_id = r.claim_id.clone();
         let id = v.id.clone();
         let change = pb::Change {
@@ -136,7 +145,8 @@ impl ClaimService for Claims {
         &self,
         req: Request<pb::RetractClaimRequest>,
     ) -> Result<Response<pb::RetractClaimResponse>, Status> {
-        let actor = auth::actor(&req);
+        let who = auth::principal(&req);
+        let actor = who.name.clone();
         let mut r = req.into_inner();
         if let Some(x) = r.retraction.as_mut() {
             x.claim_id.clear();
@@ -144,6 +154,7 @@ impl ClaimService for Claims {
             x.logged_at = None;
         }
         claim_id(&r.claim_id)?;
+        auth::rules::may_retract(&who, &self.claimant_cluster(&r.claim_id)?)?;
         let mut x = r
             .retraction
             .clone()
@@ -169,9 +180,7 @@ impl ClaimService for Claims {
         req: Request<pb::GetClaimRequest>,
     ) -> Result<Response<pb::GetClaimResponse>, Status> {
         let id = req.into_inner().id;
-        if id.is_empty() {
-            return Err(error::missing("id"));
-        }
+        validate::id("id", &id).map_err(error::field)?;
         Ok(Response::new(
             self.0.reader.claim(&id).map_err(error::ledger)?,
         ))
@@ -241,7 +250,17 @@ impl ClaimService for Claims {
             }
         }
         if !r.claimant_id.is_empty() && !validate::is_slug(&r.claimant_id) {
-            return Err(Status::invalid_argument("claimant_id: not a source id"));
+            return Err(Status::invalid_argument(format!(
+                "claimant_id: {} is not a source id",
+                validate::quote(&r.claimant_id)
+            )));
+        }
+        validate::timestamp("event_time_from", &r.event_time_from).map_err(error::field)?;
+        validate::timestamp("event_time_to", &r.event_time_to).map_err(error::field)?;
+        validate::query_text("query", &r.query).map_err(error::field)?;
+        validate::query_text("place", &r.place).map_err(error::field)?;
+        if r.page_token.len() > 256 {
+            return Err(Status::invalid_argument("page_token: not a page token"));
         }
         Ok(Response::new(
             self.0.reader.list_claims(&r).map_err(error::ledger)?,

@@ -19,13 +19,15 @@ pub fn log(e: LogError) -> Status {
     let code = match &e {
         LogError::OutOfRange { .. } => Code::OutOfRange,
         LogError::InvalidArgument(_) => Code::InvalidArgument,
+        LogError::TooLarge(_) => Code::ResourceExhausted,
         LogError::Tampered { .. } | LogError::Corrupt(_) | LogError::Unverified(_) => {
             Code::DataLoss
         }
-        LogError::Closed => Code::Unavailable,
+        LogError::Closed | LogError::Unavailable(_) => Code::Unavailable,
         LogError::OriginMismatch { .. }
         | LogError::Storage(_)
         | LogError::Io { .. }
+        | LogError::Insecure(_)
         | LogError::Internal(_) => Code::Internal,
     };
     Status::new(code, e.to_string())
@@ -44,4 +46,81 @@ pub fn ledger(e: LedgerError) -> Status {
         LedgerError::Storage(e) => Status::internal(e.to_string()),
         LedgerError::Log(e) => log(e),
     }
+}
+
+/// Gives the codes SPEC §7 asks for to the two request errors tonic answers before any handler
+/// runs: an undecodable body (tonic says INTERNAL; it is the client's mistake, so
+/// INVALID_ARGUMENT) and an oversized one (tonic says OUT_OF_RANGE; RESOURCE_EXHAUSTED).
+/// Both are trailers-only responses, so the status is in the headers and the body is empty.
+#[derive(Clone, Copy, Default)]
+pub struct RequestErrorsLayer;
+
+impl<S> tower::Layer<S> for RequestErrorsLayer {
+    type Service = RequestErrors<S>;
+
+    fn layer(&self, inner: S) -> RequestErrors<S> {
+        RequestErrors(inner)
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestErrors<S>(S);
+
+type HttpResponse = http::Response<tonic::body::Body>;
+
+impl<S, B> tower::Service<http::Request<B>> for RequestErrors<S>
+where
+    S: tower::Service<http::Request<B>, Response = HttpResponse>,
+{
+    type Response = HttpResponse;
+    type Error = S::Error;
+    type Future = futures::future::MapOk<S::Future, fn(HttpResponse) -> HttpResponse>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        use futures::TryFutureExt;
+        self.0
+            .call(req)
+            .map_ok(recode as fn(HttpResponse) -> HttpResponse)
+    }
+}
+
+fn recode(mut resp: HttpResponse) -> HttpResponse {
+    let Some(status) = Status::from_header_map(resp.headers()) else {
+        return resp;
+    };
+    let fixed = match status.code() {
+        Code::Internal
+            if status
+                .message()
+                .starts_with("failed to decode Protobuf message") =>
+        {
+            Status::invalid_argument(format!(
+                "the request body is not a valid message for this method ({})",
+                status.message()
+            ))
+        }
+        Code::OutOfRange
+            if status
+                .message()
+                .starts_with("Error, decoded message length") =>
+        {
+            Status::resource_exhausted(format!("the request is too large ({})", status.message()))
+        }
+        _ => return resp,
+    };
+    let headers = resp.headers_mut();
+    headers.remove("grpc-status");
+    headers.remove("grpc-message");
+    headers.remove("grpc-status-details-bin");
+    if fixed.add_header(headers).is_err() {
+        tracing::warn!("could not rewrite a request error's status");
+    }
+    resp
 }

@@ -17,8 +17,13 @@ pub struct LogApi(pub Ctx);
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// How many entries one read from sled fetches before the stream yields them.
+/// How many entries one read from sled fetches at most before the stream yields them …
 const CHUNK: u64 = 256;
+/// … and how many bytes of entry data: with [`QUEUE`] this bounds what one stream holds in
+/// memory when its client does not read (CHUNK_BYTES + QUEUE × the largest entry).
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Messages queued between a stream's reader task and the connection.
+const QUEUE: usize = 4;
 
 fn hash(field: &str, b: &[u8]) -> Result<Hash, Status> {
     let arr: [u8; 32] = b
@@ -37,10 +42,16 @@ async fn send_range(
     let mut at = start;
     while at < end {
         let to = (at + CHUNK).min(end);
+        let mut bytes = 0;
         let batch: Result<Vec<pb::LogEntry>, Status> = ctx
             .log
             .store()
             .entries(at, to)
+            .take_while(|kv| {
+                let more = bytes < CHUNK_BYTES;
+                bytes += kv.as_ref().map_or(0, |(_, d)| d.len());
+                more
+            })
             .map(|kv| {
                 let (index, data) = kv.map_err(error::log)?;
                 Ok(pb::LogEntry {
@@ -50,6 +61,10 @@ async fn send_range(
                 })
             })
             .collect();
+        let to = match &batch {
+            Ok(items) => items.last().map_or(to, |e| e.index + 1),
+            Err(_) => to,
+        };
         match batch {
             Ok(items) => {
                 for item in items {
@@ -111,9 +126,11 @@ impl LogService for LogApi {
                 r.start
             )));
         }
-        let (tx, rx) = mpsc::channel(CHUNK as usize);
+        let permit = self.0.stream_permit()?;
+        let (tx, rx) = mpsc::channel(QUEUE);
         let ctx = self.0.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             send_range(&ctx, &tx, r.start, end).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -191,10 +208,12 @@ impl LogService for LogApi {
                 "from_index {from} is beyond the log (size {size}); use at most {size}"
             )));
         }
-        let (tx, rx) = mpsc::channel(CHUNK as usize);
+        let permit = self.0.stream_permit()?;
+        let (tx, rx) = mpsc::channel(QUEUE);
         let ctx = self.0.clone();
         let mut closing = ctx.closing.subscribe();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut next = from;
             loop {
                 let have = ctx.log.size();

@@ -1,22 +1,31 @@
 //! Assembling and running the gRPC server.
 //!
-//! Limits live in layers, not handlers: a per-request timeout, a cap on concurrent requests
-//! per connection, and message size limits. Shutdown is graceful: on the signal, health turns
-//! NOT_SERVING, the server stops accepting and lets in-flight calls finish, then the log's
-//! writer drains its queue and syncs before the process exits.
+//! Limits live in layers and in the accept loop, not in handlers (SPEC §7):
+//! - [`incoming`]: a cap on open connections (kept below the open-file limit), a deadline for a
+//!   new connection's first byte, no spinning on a failed accept;
+//! - tonic/hyper: TLS with a handshake timeout, HTTP/2 keepalive pings, a cap on concurrent
+//!   streams per connection and on header size, a per-request timeout, message size limits;
+//! - [`AuthLayer`]: who may call what;
+//! - the log service bounds each stream's buffer in bytes, and the number of open streams.
+//!
+//! Shutdown is graceful but bounded: on the signal, health turns NOT_SERVING, the server stops
+//! accepting, live tails end, and in-flight calls get [`Limits::drain`] to finish; a client
+//! that holds a stream it never reads is cut off then. The log's writer then drains its queue
+//! and syncs before the process exits.
+
+pub mod incoming;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
-use super::auth::Auth;
+use super::auth::{Auth, AuthLayer};
 use super::claims::Claims;
+use super::error::RequestErrorsLayer;
 use super::log::LogApi;
 use super::sources::Sources;
 use super::Ctx;
@@ -25,13 +34,66 @@ use crate::pb;
 /// Largest request or response message, in bytes.
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
-/// Serves `ctx` on `listener` until `shutdown` resolves, then shuts down gracefully.
+/// The server's resource limits. The defaults suit one process on a small machine.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams (calls) per connection.
+    pub max_streams_per_connection: u32,
+    /// Time for a new connection to send its first byte, and for a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// HTTP/2 keepalive: a ping after this much silence …
+    pub keepalive_interval: Duration,
+    /// … and the connection is closed if the ping is not answered within this.
+    pub keepalive_timeout: Duration,
+    /// A unary call's deadline.
+    pub request_timeout: Duration,
+    /// How long in-flight calls and streams get to finish after the shutdown signal.
+    pub drain: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_streams_per_connection: 64,
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(60),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How the server authenticates, encrypts and limits.
+#[derive(Clone, Default)]
+pub struct Config {
+    pub auth: Auth,
+    pub tls: Option<ServerTlsConfig>,
+    pub limits: Limits,
+}
+
+impl From<Auth> for Config {
+    fn from(auth: Auth) -> Config {
+        Config {
+            auth,
+            ..Config::default()
+        }
+    }
+}
+
+/// Serves `ctx` on `listener` until `shutdown` resolves, then shuts down gracefully within
+/// [`Limits::drain`].
 pub async fn serve(
     ctx: Ctx,
     listener: TcpListener,
-    auth: Auth,
+    config: impl Into<Config>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let config = config.into();
+    let limits = config.limits.clone();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let names = [
         "claimledger.v1.SourceService",
@@ -49,69 +111,97 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let a1 = auth.clone();
-    let a2 = auth.clone();
-    let a3 = auth;
-    let sources = InterceptedService::new(
-        pb::source_service_server::SourceServiceServer::new(Sources(ctx.clone()))
-            .max_decoding_message_size(MAX_MESSAGE),
-        move |r| a1.check(r),
-    );
-    let claims = InterceptedService::new(
-        pb::claim_service_server::ClaimServiceServer::new(Claims(ctx.clone()))
-            .max_decoding_message_size(MAX_MESSAGE),
-        move |r| a2.check(r),
-    );
-    let logsvc = InterceptedService::new(
-        pb::log_service_server::LogServiceServer::new(LogApi(ctx.clone()))
-            .max_decoding_message_size(MAX_MESSAGE),
-        move |r| a3.check(r),
-    );
+    let sources = pb::source_service_server::SourceServiceServer::new(Sources(ctx.clone()))
+        .max_decoding_message_size(MAX_MESSAGE);
+    let claims = pb::claim_service_server::ClaimServiceServer::new(Claims(ctx.clone()))
+        .max_decoding_message_size(MAX_MESSAGE);
+    let logsvc = pb::log_service_server::LogServiceServer::new(LogApi(ctx.clone()))
+        .max_decoding_message_size(MAX_MESSAGE);
 
-    // The listener is ours (bound on port 0 in tests), so the builder's nodelay setting does not
-    // reach its connections; without it every small response waits for a delayed ACK (~40 ms).
-    // A writer that stopped accepting appends (a failed commit) makes the server unhealthy, so
-    // load balancers and operators see it; reads keep working.
+    // A writer that cannot commit (a failed or not yet durable commit) makes the server
+    // unhealthy, so load balancers and operators see it, and healthy again if it recovers;
+    // reads keep working either way.
     let watcher = health_reporter.clone();
-    let log = ctx.log.clone();
+    let mut writer = ctx.log.writer_health();
     let shutting_down = ctx.closing.subscribe();
     tokio::spawn(async move {
-        let why = log.writer_stopped().await;
-        if *shutting_down.borrow() {
-            return;
-        }
-        tracing::error!(%why, "the log writer stopped: health NOT_SERVING");
-        for n in names {
-            watcher
-                .set_service_status(n, ServingStatus::NotServing)
-                .await;
+        loop {
+            let trouble = writer.borrow_and_update().clone();
+            if *shutting_down.borrow() {
+                return;
+            }
+            let status = match &trouble {
+                Some(why) => {
+                    tracing::error!(%why, "the log writer cannot commit: health NOT_SERVING");
+                    ServingStatus::NotServing
+                }
+                None => ServingStatus::Serving,
+            };
+            for n in names {
+                watcher.set_service_status(n, status).await;
+            }
+            if writer.changed().await.is_err() {
+                if !*shutting_down.borrow() {
+                    tracing::error!("the log writer has stopped: health NOT_SERVING");
+                    for n in names {
+                        watcher
+                            .set_service_status(n, ServingStatus::NotServing)
+                            .await;
+                    }
+                }
+                return;
+            }
         }
     });
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = incoming::accept(listener, limits.max_connections, limits.handshake_timeout);
     let closing = ctx.closing.clone();
     let reporter = health_reporter.clone();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: health NOT_SERVING, finishing in-flight calls");
-        // Live tails never finish on their own; tell them to end so the server can drain.
-        closing.send_replace(true);
-        for n in names {
-            reporter
-                .set_service_status(n, ServingStatus::NotServing)
-                .await;
-        }
-    };
-    Server::builder()
-        .timeout(Duration::from_secs(60))
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut builder = Server::builder();
+    if let Some(tls) = config.tls {
+        builder = builder.tls_config(tls.timeout(limits.handshake_timeout))?;
+    }
+    let server = builder
+        .timeout(limits.request_timeout)
         .concurrency_limit_per_connection(256)
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .http2_max_header_list_size(16 * 1024)
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .layer(RequestErrorsLayer)
+        .layer(AuthLayer::new(config.auth))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(sources)
         .add_service(claims)
         .add_service(logsvc)
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await?;
-    // In-flight calls are done; let the writer commit what is queued and exit.
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r?,
+        _ = shutdown => {
+            tracing::info!("shutting down: health NOT_SERVING, finishing in-flight calls");
+            // Live tails never finish on their own; tell them to end so the server can drain.
+            closing.send_replace(true);
+            for n in names {
+                reporter
+                    .set_service_status(n, ServingStatus::NotServing)
+                    .await;
+            }
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(limits.drain, &mut server).await {
+                Ok(r) => r?,
+                Err(_) => tracing::warn!(
+                    drain = ?limits.drain,
+                    "calls still open after the drain deadline are cut off"
+                ),
+            }
+        }
+    }
+    // In-flight calls are done (or cut off); let the writer commit what is queued and exit.
     ctx.log.shutdown().await?;
     tracing::info!("writer drained; bye");
     Ok(())

@@ -14,7 +14,7 @@ impl SourceService for Sources {
         &self,
         req: Request<pb::RegisterSourceRequest>,
     ) -> Result<Response<pb::RegisterSourceResponse>, Status> {
-        let actor = auth::actor(&req);
+        let actor = auth::principal(&req).name;
         let mut r = req.into_inner();
         if let Some(s) = r.source.as_mut() {
             s.registered_index = 0;
@@ -39,7 +39,7 @@ impl SourceService for Sources {
         &self,
         req: Request<pb::GradeSourceRequest>,
     ) -> Result<Response<pb::GradeSourceResponse>, Status> {
-        let actor = auth::actor(&req);
+        let actor = auth::principal(&req).name;
         let r = req.into_inner();
         validate::grade(&r.source_id, r.reliability, &r.rationale).map_err(error::field)?;
         let (request_id, digest) = request_key(&r, &r.request_id, |m| m.request_id.clear())?;
@@ -65,8 +65,14 @@ impl SourceService for Sources {
         req: Request<pb::GetSourceRequest>,
     ) -> Result<Response<pb::GetSourceResponse>, Status> {
         let id = req.into_inner().id;
-        if id.is_empty() {
-            return Err(error::missing("id"));
+        if !validate::is_slug(&id) {
+            return Err(match id.is_empty() {
+                true => error::missing("id"),
+                false => Status::invalid_argument(format!(
+                    "id: {} is not a source id",
+                    validate::quote(&id)
+                )),
+            });
         }
         Ok(Response::new(
             self.0.reader.source(&id).map_err(error::ledger)?,

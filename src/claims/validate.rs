@@ -26,7 +26,37 @@ const MAX_TEXT: usize = 20_000;
 const MAX_SHORT: usize = 512;
 const MAX_LIST: usize = 64;
 const MAX_REQUEST_ID: usize = 128;
+/// How much of a bad value an error message quotes.
+const QUOTE: usize = 64;
+/// Timestamps must fall within years 0001–9999 (RFC 3339's range, which every client and the
+/// proto3 JSON mapping can print): 0001-01-01T00:00:00Z …
+const MIN_SECONDS: i64 = -62_135_596_800;
+/// … to 9999-12-31T23:59:59Z.
+const MAX_SECONDS: i64 = 253_402_300_799;
+/// The longest event span: a hundred years (of 365.25 days).
+const MAX_SPAN_SECONDS: i64 = 100 * 31_557_600;
 
+/// A bad value as an error message shows it: debug-escaped (control characters visible) and cut
+/// to its first [`QUOTE`] characters, so a huge or hostile value is never echoed whole.
+pub fn quote(s: &str) -> String {
+    let mut chars = s.chars();
+    let head: String = chars.by_ref().take(QUOTE).collect();
+    if chars.next().is_some() {
+        format!("{head:?}… ({} bytes)", s.len())
+    } else {
+        format!("{head:?}")
+    }
+}
+
+/// Characters that change how text around them is shown rather than being text: C0/C1 control
+/// characters and DEL, and the Unicode bidirectional overrides and isolates (which can make a
+/// stored summary read backwards). `multiline` text may hold newlines and tabs.
+fn is_forbidden(c: char, multiline: bool) -> bool {
+    if multiline && (c == '\n' || c == '\t') {
+        return false;
+    }
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
 /// `[a-z0-9][a-z0-9-]{0,63}`.
 pub fn is_slug(s: &str) -> bool {
     let b = s.as_bytes();
@@ -44,15 +74,29 @@ fn slug(field: &str, s: &str) -> Result<(), FieldError> {
     if !is_slug(s) {
         return Err(err(
             field,
-            format!("{s:?} must match [a-z0-9][a-z0-9-]{{0,63}}"),
+            format!("{} must match [a-z0-9][a-z0-9-]{{0,63}}", quote(s)),
         ));
     }
     Ok(())
 }
 
+/// Free text of at most `max` characters. Long fields (full wording, notes, rationales) may
+/// have several lines; nothing may hold other control characters.
 fn text(field: &str, s: &str, max: usize) -> Result<(), FieldError> {
     if s.chars().count() > max {
         return Err(err(field, format!("is longer than {max} characters")));
+    }
+    let multiline = max >= MAX_TEXT;
+    if let Some((at, c)) = s.char_indices().find(|(_, c)| is_forbidden(*c, multiline)) {
+        let allowed = if multiline {
+            " (newlines and tabs are allowed)"
+        } else {
+            ""
+        };
+        return Err(err(
+            field,
+            format!("control character {c:?} at byte {at} is not allowed{allowed}"),
+        ));
     }
     Ok(())
 }
@@ -85,7 +129,7 @@ fn url(field: &str, s: &str) -> Result<(), FieldError> {
     text(field, s, MAX_SHORT)?;
     let web = s.starts_with("https://") || s.starts_with("http://");
     if !s.is_empty() && !web {
-        return Err(err(field, format!("{s:?} is not an http(s) URL")));
+        return Err(err(field, format!("{} is not an http(s) URL", quote(s))));
     }
     Ok(())
 }
@@ -161,13 +205,39 @@ pub fn quantity(field: &str, q: &pb::Quantity) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn timestamp(field: &str, t: &Option<pbjson_types::Timestamp>) -> Result<(), FieldError> {
+/// A timestamp, if given, within years 0001–9999.
+pub fn timestamp(field: &str, t: &Option<pbjson_types::Timestamp>) -> Result<(), FieldError> {
     if let Some(t) = t {
         if !(0..1_000_000_000).contains(&t.nanos) {
             return Err(err(field, "nanos out of range"));
         }
+        if !(MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds) {
+            return Err(err(
+                field,
+                format!(
+                    "{} seconds is outside years 0001–9999 (from {MIN_SECONDS} to {MAX_SECONDS})",
+                    t.seconds
+                ),
+            ));
+        }
     }
     Ok(())
+}
+
+/// An id the server assigned (a claim's, say): short, and without anything to echo.
+pub fn id(field: &str, s: &str) -> Result<(), FieldError> {
+    if s.is_empty() {
+        return Err(err(field, "is required"));
+    }
+    if s.len() > QUOTE || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(err(field, format!("{} is not an id", quote(s))));
+    }
+    Ok(())
+}
+
+/// A query's free text (ListClaims `query`, `place`).
+pub fn query_text(field: &str, s: &str) -> Result<(), FieldError> {
+    text(field, s, MAX_SHORT)
 }
 
 pub fn claim(c: &pb::Claim) -> Result<(), FieldError> {
@@ -189,6 +259,12 @@ pub fn claim(c: &pb::Claim) -> Result<(), FieldError> {
         if let (Some(s), Some(e)) = (&t.start, &t.end) {
             if (e.seconds, e.nanos) < (s.seconds, s.nanos) {
                 return Err(err("claim.event_time.end", "is before start"));
+            }
+            if e.seconds - s.seconds > MAX_SPAN_SECONDS {
+                return Err(err(
+                    "claim.event_time.end",
+                    "is more than 100 years after start",
+                ));
             }
         }
     }
@@ -259,6 +335,9 @@ pub fn verdict(v: &pb::Verdict) -> Result<(), FieldError> {
     enum_value::<pb::Decision>("verdict.decision", v.decision, true)?;
     required("verdict.rationale", &v.rationale, MAX_TEXT)?;
     list("verdict.evidence_ids", &v.evidence_ids)?;
+    for (i, e) in v.evidence_ids.iter().enumerate() {
+        id(&format!("verdict.evidence_ids[{i}]"), e)?;
+    }
     let must_cite = [pb::Decision::Confirmed as i32, pb::Decision::Refuted as i32];
     if must_cite.contains(&v.decision) && v.evidence_ids.is_empty() {
         return Err(err(

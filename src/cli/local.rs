@@ -1,6 +1,7 @@
 //! Commands that work on a data directory directly: `serve`, `verify`, `reindex`.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,7 +9,13 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::api::{self, auth::Auth};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use crate::api::{
+    self,
+    auth::{Auth, Tokens},
+    server::{Config, Limits},
+};
 use crate::ledger::{self, LedgerApply};
 use crate::log::{self, checkpoint::Checkpointer, Log, Options, Store};
 
@@ -27,9 +34,32 @@ pub struct ServeArgs {
     /// Checkpoint origin for a new data directory (an existing one keeps its own).
     #[arg(long, env = "CLAIMLEDGER_ORIGIN")]
     origin: Option<String>,
-    /// File of `token principal` lines; without it every caller is `anonymous`.
+    /// Tokens file (`sha256:<hex> principal roles [clusters=…]` lines; make them with
+    /// `claimledger token new`). Without it the server is in open mode: every caller is
+    /// `anonymous` with every role, which is allowed on a loopback address only.
     #[arg(long, env = "CLAIMLEDGER_TOKENS_FILE")]
     tokens_file: Option<PathBuf>,
+    /// PEM certificate chain: serve over TLS (with --tls-key).
+    #[arg(long, env = "CLAIMLEDGER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (must be readable only by its owner).
+    #[arg(long, env = "CLAIMLEDGER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): require client certificates signed by them (mutual TLS).
+    #[arg(long, env = "CLAIMLEDGER_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address on purpose (behind a TLS-terminating proxy).
+    #[arg(long)]
+    allow_plaintext: bool,
+    /// Most open connections at once (lowered to fit the open-file limit).
+    #[arg(long, env = "CLAIMLEDGER_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Most concurrent calls (HTTP/2 streams) per connection.
+    #[arg(long, default_value_t = 64)]
+    max_streams_per_connection: u32,
+    /// Seconds in-flight calls get to finish after SIGTERM before they are cut off.
+    #[arg(long, default_value_t = 10)]
+    drain_seconds: u64,
     /// Skip re-hashing every entry at start-up and check only the stored root against the
     /// signed checkpoint (O(log n)); a changed entry is then found by `verify`, not at start.
     #[arg(long)]
@@ -47,14 +77,87 @@ pub struct DirArgs {
     data_dir: PathBuf,
 }
 
+/// Files descriptors kept free for sled, the signing key, TLS files and the like: the
+/// connection cap is the open-file limit minus this.
+const RESERVED_FDS: u64 = 64;
+
+/// Raises the soft open-file limit to the hard one and returns the soft limit now in force.
+fn raise_open_file_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(1024)
+        }
+    }
+}
+
+fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
+}
+
+/// The TLS configuration of the flags, if any.
+fn tls_config(a: &ServeArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) else {
+        return Ok(None);
+    };
+    crate::files::ensure_private(key, "TLS key").map_err(anyhow::Error::msg)?;
+    let identity = Identity::from_pem(
+        read_pem(cert, "TLS certificate")?,
+        read_pem(key, "TLS key")?,
+    );
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &a.client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read_pem(ca, "client CA")?));
+    }
+    Ok(Some(tls))
+}
+
+/// The transport rules of SPEC §7: open mode only on loopback, plaintext off loopback only
+/// when asked for on purpose.
+fn check_exposure(a: &ServeArgs, addr: SocketAddr) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if a.tokens_file.is_none() {
+        anyhow::bail!(
+            "{addr} is not a loopback address: without --tokens-file every caller could write \
+             (open mode is for loopback only); create tokens with `claimledger token new`"
+        );
+    }
+    if a.tls_cert.is_none() && !a.allow_plaintext {
+        anyhow::bail!(
+            "{addr} is not a loopback address: serve TLS (--tls-cert, --tls-key) so tokens are \
+             not sent in the clear, or pass --allow-plaintext behind a TLS-terminating proxy"
+        );
+    }
+    Ok(())
+}
+
 pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let auth = match &a.tokens_file {
         None => Auth::default(),
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            Auth::from_text(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
-        }
+        Some(p) => Auth::Tokens(Arc::new(Tokens::load(p).map_err(anyhow::Error::msg)?)),
+    };
+    let tls = tls_config(&a)?;
+    let (listener, addr) = api::server::bind(&a.addr).await?;
+    check_exposure(&a, addr)?;
+    let nofile = raise_open_file_limit();
+    let fit = nofile.saturating_sub(RESERVED_FDS).max(1) as usize;
+    if fit < a.max_connections {
+        tracing::warn!(
+            open_file_limit = nofile,
+            max_connections = fit,
+            "the open-file limit is low: fewer connections are allowed"
+        );
+    }
+    let limits = Limits {
+        max_connections: a.max_connections.min(fit),
+        max_streams_per_connection: a.max_streams_per_connection,
+        drain: std::time::Duration::from_secs(a.drain_seconds),
+        ..Limits::default()
     };
     let opts = Options {
         origin: a.origin.clone(),
@@ -73,12 +176,13 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         "log opened and checked"
     );
     eprintln!("verifier key: {}", cp.verifier_key());
-    let (listener, addr) = api::server::bind(&a.addr).await?;
-    eprintln!("claimledger listening on {addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("claimledger listening on {scheme}://{addr}");
+    let config = Config { auth, tls, limits };
     api::server::serve(
         api::Ctx::new(log),
         listener,
-        auth,
+        config,
         api::server::shutdown_signal(),
     )
     .await?;

@@ -57,7 +57,8 @@ fn apply_change(ctx: &mut Ctx<'_>, meta: &EntryMeta, body: &[u8]) -> Result<(), 
             message: format!("not a Change: {e}"),
         })
     })?;
-    let req_key = join(&[keys::REQUEST, change.request_id.as_bytes()]);
+    let scoped = super::scoped_request_id(&meta.actor, &change.request_id);
+    let req_key = join(&[keys::REQUEST, scoped.as_bytes()]);
     if !change.request_id.is_empty() {
         if let Some(v) = ctx.get(&req_key)? {
             if v.len() == 40 && v[..32] == change.request_digest[..] {

@@ -12,7 +12,7 @@
 //! | `w/` word 0x00 be64(claim index)      | claim id (summary, text, tag words) |
 //! | `v/` ordered(start) be64(claim index) | claim id (event time start)    |
 //! | `vspan`                               | be64: longest event span seen, seconds |
-//! | `r/` request id                       | digest(32) be64(index)         |
+//! | `r/` [principal 0x00] request id      | digest(32) be64(index) (see `scoped_request_id`) |
 //! | `e/` evidence id                      | claim id                       |
 //! | `i/` source id 0x00 claim id          | empty (claims that cite a source) |
 //!

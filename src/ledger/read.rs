@@ -143,6 +143,9 @@ pub struct Reader {
     idx: IndexView,
 }
 
+/// The bytes of claims after which a list page ends (it always holds at least one claim).
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
+
 impl Reader {
     pub fn new(log: Log) -> Reader {
         let idx = log.store().indexes();
@@ -279,7 +282,8 @@ impl Reader {
         })
     }
 
-    /// Lists claims matching every filter, in log order, one page at a time.
+    /// Lists claims matching every filter, in log order, one page at a time: at most the page
+    /// size, and no more claims once the page holds [`MAX_PAGE_BYTES`].
     pub fn list_claims(
         &self,
         req: &pb::ListClaimsRequest,
@@ -321,6 +325,7 @@ impl Reader {
         };
 
         let mut out = Vec::new();
+        let mut bytes = 0;
         let mut last_index = None;
         let mut more = false;
         let durable = self.log.size();
@@ -340,10 +345,13 @@ impl Reader {
             if status_filter && now.status as i32 != req.status {
                 return Ok(true);
             }
-            if out.len() == n {
+            // A page is bounded in bytes too: 500 claims of the largest size would be hundreds
+            // of megabytes in one response.
+            if out.len() == n || bytes >= MAX_PAGE_BYTES {
                 more = true;
                 return Ok(false);
             }
+            bytes += prost::Message::encoded_len(claim);
             last_index = Some(claim_index);
             out.push(pb::ClaimListItem {
                 claim: Some(claim.clone()),

@@ -60,8 +60,13 @@ impl Checkpointer {
         }
         let path = dir.join(KEY_FILE);
         let key = match fs::read_to_string(&path) {
-            Ok(text) => decode_key(&text)
-                .ok_or_else(|| LogError::Corrupt(format!("{} is not a key", path.display())))?,
+            Ok(text) => {
+                // A key others can read lets them sign checkpoints in this log's name.
+                crate::files::ensure_private(&path, "the log's signing key")
+                    .map_err(LogError::Insecure)?;
+                decode_key(&text)
+                    .ok_or_else(|| LogError::Corrupt(format!("{} is not a key", path.display())))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = SigningKey::generate(&mut rand_core::OsRng);
                 write_key_file(dir, &path, &key)?;

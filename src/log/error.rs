@@ -34,6 +34,16 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
+    /// A secret file (the signing key) that others can read.
+    #[error("{0}")]
+    Insecure(String),
+    /// An entry larger than the log takes.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Storage is failing in a way that may pass (say, no free file descriptor): the request
+    /// was not acknowledged and may be retried with the same request id.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("the log is closed")]
     Closed,
     #[error("internal error: {0}")]

@@ -81,9 +81,30 @@ pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
     data_file: Arc<PathBuf>,
+    /// sled's data file, opened once and kept for fdatasync: opening it per commit made every
+    /// commit fail once the process ran out of file descriptors.
+    data: Arc<std::fs::File>,
     upper: Arc<RwLock<HashMap<u64, Hash>>>,
     /// sled blob files already fsynced (see [`Store::sync`]).
     synced_blobs: Arc<Mutex<std::collections::HashSet<std::ffi::OsString>>>,
+}
+
+/// Why [`Store::sync_classified`] failed.
+#[derive(Debug)]
+pub(crate) enum SyncFailure {
+    /// Nothing was lost; the same sync may succeed once the cause (no free file descriptor,
+    /// no memory) goes away.
+    Retry(LogError),
+    /// Durability of what was applied cannot be known any more.
+    Final(LogError),
+}
+
+impl SyncFailure {
+    pub(crate) fn into_error(self) -> LogError {
+        match self {
+            SyncFailure::Retry(e) | SyncFailure::Final(e) => e,
+        }
+    }
 }
 
 impl Store {
@@ -96,11 +117,15 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let tree: sled::Tree = (*db).clone();
+        // sled 0.34 keeps all pages in one file, `db`, inside its directory, and never replaces
+        // it, so this handle stays the file sled writes.
+        let data_file = path.join("db");
+        let data = std::fs::File::open(&data_file).map_err(|e| LogError::io(&data_file, e))?;
         Ok(Store {
             db,
             tree,
-            // sled 0.34 keeps all pages in one file, `db`, inside its directory.
-            data_file: Arc::new(path.join("db")),
+            data_file: Arc::new(data_file),
+            data: Arc::new(data),
             upper: Arc::new(RwLock::new(HashMap::new())),
             synced_blobs: Arc::new(Mutex::new(std::collections::HashSet::new())),
         })
@@ -128,48 +153,59 @@ impl Store {
     /// skips a missing blob on recovery. So every blob file not yet synced is fsynced too,
     /// then the directory.
     pub fn sync(&self) -> Result<(), LogError> {
-        self.db.flush()?;
-        let f =
-            std::fs::File::open(&*self.data_file).map_err(|e| LogError::io(&self.data_file, e))?;
-        f.sync_data()
-            .map_err(|e| LogError::io(&self.data_file, e))?;
+        self.sync_classified().map_err(SyncFailure::into_error)
+    }
+
+    /// [`Store::sync`], telling a failure that may be retried from one that may not.
+    ///
+    /// A failed flush or fsync is final: after a failed fsync Linux may have dropped the dirty
+    /// pages, so a later fsync that succeeds proves nothing (the "fsyncgate" lesson that neon
+    /// and PostgreSQL follow). A failure to *open* or list a blob file (out of file
+    /// descriptors or memory) happens before any fsync of it, and leaves its pages intact, so
+    /// trying again later is sound.
+    pub(crate) fn sync_classified(&self) -> Result<(), SyncFailure> {
+        self.db.flush().map_err(|e| SyncFailure::Final(e.into()))?;
+        self.data
+            .sync_data()
+            .map_err(|e| SyncFailure::Final(LogError::io(&self.data_file, e)))?;
         self.sync_blobs()
     }
 
-    fn sync_blobs(&self) -> Result<(), LogError> {
+    fn sync_blobs(&self) -> Result<(), SyncFailure> {
+        let retry = |path: &Path, e: std::io::Error| SyncFailure::Retry(LogError::io(path, e));
+        let fatal = |path: &Path, e: std::io::Error| SyncFailure::Final(LogError::io(path, e));
         let Some(dir) = self.data_file.parent().map(|d| d.join("blobs")) else {
             return Ok(());
         };
         let listing = match std::fs::read_dir(&dir) {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(LogError::io(&dir, e)),
+            Err(e) => return Err(retry(&dir, e)),
         };
         let mut synced = self
             .synced_blobs
             .lock()
-            .map_err(|_| LogError::Internal("blob set lock poisoned".into()))?;
+            .map_err(|_| SyncFailure::Final(LogError::Internal("blob set lock poisoned".into())))?;
         let mut present = std::collections::HashSet::new();
         let mut new = false;
         for item in listing {
-            let item = item.map_err(|e| LogError::io(&dir, e))?;
+            let item = item.map_err(|e| retry(&dir, e))?;
             let name = item.file_name();
             if !synced.contains(&name) {
                 let path = item.path();
                 match std::fs::File::open(&path) {
-                    Ok(f) => f.sync_all().map_err(|e| LogError::io(&path, e))?,
+                    Ok(f) => f.sync_all().map_err(|e| fatal(&path, e))?,
                     // sled removes blobs it no longer needs; one gone since the listing is fine.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(LogError::io(&path, e)),
+                    Err(e) => return Err(retry(&path, e)),
                 }
                 new = true;
             }
             present.insert(name);
         }
         if new {
-            std::fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| LogError::io(&dir, e))?;
+            let d = std::fs::File::open(&dir).map_err(|e| retry(&dir, e))?;
+            d.sync_all().map_err(|e| fatal(&dir, e))?;
         }
         *synced = present;
         Ok(())

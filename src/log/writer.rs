@@ -14,7 +14,15 @@
 //!    and publishes the new size to tails.
 //!
 //! If the commit fails, every request of the group gets the error and the in-memory state is
-//! left as it was, so nothing unacknowledged is ever reported as written.
+//! left as it was, so nothing unacknowledged is ever reported as written. What happens next
+//! depends on the failure ([`SyncFailure`]):
+//! - one that cannot have lost anything (no file descriptor to open a blob file with) leaves the
+//!   group *pending*: applied in sled but not known durable. The writer retries the sync every
+//!   [`RETRY`] and refuses new groups with UNAVAILABLE meanwhile; once the sync succeeds the
+//!   pending entries are published like any other, so a client retrying with the same request
+//!   id gets the first receipt;
+//! - one that may have (a failed apply, flush or fsync) stops the writer for good: health says
+//!   why, and only a restart, with its start-up check, may append again.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,7 +37,7 @@ use super::apply::{Apply, Ctx, Overlay, Rejection};
 use super::checkpoint::{Checkpointer, SignedCheckpoint};
 use super::entry::{pack, EntryMeta, Envelope, ZERO_HASH};
 use super::error::{AppendError, LogError};
-use super::store::{self, leaf_hash, Store};
+use super::store::{self, leaf_hash, Store, SyncFailure};
 use super::{AppendRequest, Msg};
 
 /// What an append returns: where the entry is and the proof that it is there.
@@ -65,6 +73,7 @@ pub(crate) fn spawn(
         size,
         last,
         failed: None,
+        pending: None,
         failed_tx,
     };
     std::thread::Builder::new()
@@ -84,9 +93,30 @@ struct Writer {
     /// refuses all further appends rather than risk writing an index twice (as neon does on
     /// fsync failure, the process must restart and re-run the start-up check).
     failed: Option<String>,
-    /// Tells the rest of the process (health checks) that the writer has stopped working. It is
-    /// dropped when the writer thread ends, for whatever reason.
+    /// A group applied to sled whose sync failed in a way that may pass: its size, last leaf
+    /// and checkpoint are adopted once a retried sync succeeds.
+    pending: Option<Pending>,
+    /// Tells the rest of the process (health checks) that the writer cannot commit (while
+    /// pending) or has stopped working. It is dropped when the writer thread ends, for
+    /// whatever reason.
     failed_tx: watch::Sender<Option<String>>,
+}
+
+struct Pending {
+    size: u64,
+    last: Hash,
+    why: String,
+}
+
+/// How often a pending group's sync is retried.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Why a commit failed.
+enum CommitFailure {
+    /// Applied but not known durable, and a later sync may make it so.
+    Pending(LogError),
+    /// Nothing more may be appended by this process.
+    Final(LogError),
 }
 
 /// The stored hashes a group works with: those it produced, and those it read from sled (kept,
@@ -142,7 +172,24 @@ impl Writer {
         let mut group = Vec::with_capacity(max_group);
         let mut stopping = false;
         while !stopping {
-            match rx.blocking_recv() {
+            if self.pending.is_some() {
+                self.retry_pending(&size_tx);
+            }
+            let next = if self.pending.is_some() {
+                // Keep retrying while nothing arrives, so the writer recovers (and health turns
+                // SERVING again) without waiting for a request.
+                match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        std::thread::sleep(RETRY);
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            } else {
+                rx.blocking_recv()
+            };
+            match next {
                 Some(Msg::Append(first)) => group.push(first),
                 Some(Msg::Stop) | None => stopping = true,
             }
@@ -169,11 +216,52 @@ impl Writer {
         // Every request that reached the queue has been answered.
     }
 
+    /// Tries the pending group's sync again; on success publishes it.
+    fn retry_pending(&mut self, size_tx: &watch::Sender<u64>) {
+        let Some(p) = &mut self.pending else {
+            return;
+        };
+        match self.store.sync_classified() {
+            Ok(()) => {
+                tracing::info!(
+                    size = p.size,
+                    "storage recovered: the pending commit is durable"
+                );
+                self.size = p.size;
+                self.last = p.last;
+                self.pending = None;
+                size_tx.send_replace(self.size);
+                self.failed_tx.send_replace(None);
+            }
+            Err(SyncFailure::Retry(e)) => p.why = e.to_string(),
+            Err(SyncFailure::Final(e)) => {
+                self.pending = None;
+                self.stop_for_good(e.to_string());
+            }
+        }
+    }
+
+    fn stop_for_good(&mut self, why: String) {
+        tracing::error!(%why, "commit failed: the writer stops accepting appends");
+        self.failed = Some(why.clone());
+        self.failed_tx.send_replace(Some(why));
+    }
+
     fn commit_group(&mut self, group: Vec<AppendRequest>, size_tx: &watch::Sender<u64>) {
         if let Some(why) = &self.failed {
             for req in group {
                 let _ = req.reply.send(Err(LogError::Internal(format!(
                     "the log stopped accepting writes after a failed commit: {why}"
+                ))
+                .into()));
+            }
+            return;
+        }
+        if let Some(p) = &self.pending {
+            for req in group {
+                let _ = req.reply.send(Err(LogError::Unavailable(format!(
+                    "storage is failing ({}); retry with the same request_id",
+                    p.why
                 ))
                 .into()));
             }
@@ -244,10 +332,27 @@ impl Writer {
 
         let result = self.commit(batch, overlay, &reader, size);
         match result {
-            Err(e) => {
+            Err(CommitFailure::Pending(e)) => {
                 let msg = e.to_string();
-                self.failed = Some(msg.clone());
-                self.failed_tx.send_replace(Some(msg.clone()));
+                tracing::warn!(error = %msg, "commit not durable yet; retrying");
+                self.failed_tx
+                    .send_replace(Some(format!("commit not durable yet, retrying: {msg}")));
+                self.pending = Some(Pending {
+                    size,
+                    last,
+                    why: msg.clone(),
+                });
+                for s in staged {
+                    let _ = s.reply.send(Err(LogError::Unavailable(format!(
+                        "the commit is not durable yet ({msg}); retry with the same request_id"
+                    ))
+                    .into()));
+                }
+                answer_refused(refused, Some(&msg));
+            }
+            Err(CommitFailure::Final(e)) => {
+                let msg = e.to_string();
+                self.stop_for_good(msg.clone());
                 for s in staged {
                     let _ = s.reply.send(Err(
                         LogError::Internal(format!("commit failed: {msg}")).into()
@@ -284,10 +389,13 @@ impl Writer {
         overlay: Overlay,
         reader: &GroupReader<'_>,
         size: u64,
-    ) -> Result<SignedCheckpoint, LogError> {
+    ) -> Result<SignedCheckpoint, CommitFailure> {
         let root = tlog_tiles::tree_hash(size, reader)
-            .map_err(|e| LogError::Corrupt(format!("tree hash: {e}")))?;
-        let checkpoint = self.checkpointer.sign(size, root)?;
+            .map_err(|e| CommitFailure::Final(LogError::Corrupt(format!("tree hash: {e}"))))?;
+        let checkpoint = self
+            .checkpointer
+            .sign(size, root)
+            .map_err(CommitFailure::Final)?;
         for (k, v) in overlay {
             match v {
                 Some(v) => batch.insert(k, v),
@@ -296,9 +404,15 @@ impl Writer {
         }
         batch.insert(store::META_SIZE, &size.to_be_bytes()[..]);
         batch.insert(store::META_CHECKPOINT, checkpoint.note.as_bytes());
-        self.store.tree().apply_batch(batch)?;
-        self.store.sync()?;
-        Ok(checkpoint)
+        self.store
+            .tree()
+            .apply_batch(batch)
+            .map_err(|e| CommitFailure::Final(e.into()))?;
+        match self.store.sync_classified() {
+            Ok(()) => Ok(checkpoint),
+            Err(SyncFailure::Retry(e)) => Err(CommitFailure::Pending(e)),
+            Err(SyncFailure::Final(e)) => Err(CommitFailure::Final(e)),
+        }
     }
 }
 
