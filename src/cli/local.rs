@@ -137,6 +137,7 @@ fn check_exposure(a: &ServeArgs, addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = api::server::shutdown_signal();
     let auth = match &a.tokens_file {
         None => Auth::default(),
         Some(p) => Auth::Tokens(Arc::new(Tokens::load(p).map_err(anyhow::Error::msg)?)),
@@ -179,13 +180,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("claimledger listening on {scheme}://{addr}");
     let config = Config { auth, tls, limits };
-    api::server::serve(
-        api::Ctx::new(log),
-        listener,
-        config,
-        api::server::shutdown_signal(),
-    )
-    .await?;
+    api::server::serve(api::Ctx::new(log), listener, config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 

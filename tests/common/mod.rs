@@ -478,3 +478,256 @@ pub async fn cli(args: &[&str]) -> CliRun {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Access (SPEC §7)
+// ---------------------------------------------------------------------------------------------
+
+/// `msg` as a request carrying `authorization: Bearer <token>`.
+pub fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
+    as_caller(msg, Some(token))
+}
+
+/// `msg` as a request with a bearer token, or without one (`anonymous`) when `token` is `None`.
+pub fn as_caller<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(t) = token {
+        let value = format!("Bearer {t}")
+            .parse()
+            .expect("a token a header can carry");
+        req.metadata_mut().insert("authorization", value);
+    }
+    req
+}
+
+/// A principal from its name, comma-separated roles and the clusters it is bound to.
+pub fn principal(name: &str, roles: &str, clusters: &[&str]) -> claimledger::api::auth::Principal {
+    claimledger::api::auth::Principal {
+        name: name.into(),
+        roles: claimledger::api::auth::tokens::parse_roles(roles).expect("known roles"),
+        clusters: clusters.iter().map(|c| c.to_string()).collect(),
+    }
+}
+
+/// One tokens-file entry: `(token, principal, comma-separated roles, clusters)`.
+pub type TokenEntry<'a> = (&'a str, &'a str, &'a str, &'a [&'a str]);
+
+/// The text of a tokens file holding `entries`.
+pub fn tokens_text(entries: &[TokenEntry<'_>]) -> String {
+    entries
+        .iter()
+        .map(|(token, name, roles, clusters)| {
+            claimledger::api::auth::tokens::line_for(token, &principal(name, roles, clusters))
+                + "\n"
+        })
+        .collect()
+}
+
+/// The authentication a server with a tokens file holding `entries` uses.
+pub fn token_auth(entries: &[TokenEntry<'_>]) -> claimledger::api::auth::Auth {
+    let tokens = claimledger::api::auth::Tokens::parse(&tokens_text(entries))
+        .expect("the tokens file parses");
+    claimledger::api::auth::Auth::Tokens(Arc::new(tokens))
+}
+
+/// Sets a file's permission bits.
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// Writes `contents` to `path` readable only by its owner, as secrets must be.
+pub fn write_private(path: &Path, contents: &str) {
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    chmod(path, 0o600);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary
+// ---------------------------------------------------------------------------------------------
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_claimledger");
+
+/// What a finished command did.
+pub struct Finished {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to completion; a command still running after `limit` is killed and fails the
+/// test (a `serve` that should have refused to start, say).
+pub fn run_bounded(cmd: &mut std::process::Command, limit: std::time::Duration) -> Finished {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("poll the child") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} still running after {limit:?}; stderr:\n{}",
+                err.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Finished {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Runs `claimledger ARGS…` to completion within 60 s.
+pub fn claimledger<I, S>(args: I) -> Finished
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    run_bounded(
+        std::process::Command::new(BIN).args(args),
+        std::time::Duration::from_secs(60),
+    )
+}
+
+/// A `claimledger serve` process, stopped with SIGTERM.
+pub struct ServeProcess {
+    child: std::process::Child,
+    /// `http://ADDR` or `https://ADDR`, as the server announced it.
+    pub url: String,
+    /// Its stderr lines, read by a thread so the server never blocks on a full pipe.
+    lines: std::sync::mpsc::Receiver<String>,
+    stopped: bool,
+}
+
+impl ServeProcess {
+    /// Starts `claimledger serve ARGS…` and waits (at most 30 s) for its listening line.
+    pub fn start<I, S>(args: I) -> ServeProcess
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = std::process::Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start claimledger serve");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut seen = Vec::new();
+        let url = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(u) = line.strip_prefix("claimledger listening on ") {
+                        break u.trim().to_string();
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait();
+                    panic!(
+                        "serve did not announce its address ({status:?}); stderr:\n{}",
+                        seen.join("\n")
+                    );
+                }
+            }
+        };
+        ServeProcess {
+            child,
+            url,
+            lines,
+            stopped: false,
+        }
+    }
+
+    /// `host:port` of the listening socket.
+    pub fn addr(&self) -> &str {
+        self.url.split_once("://").map_or(&self.url, |(_, a)| a)
+    }
+
+    /// SIGTERM, then waits (at most 30 s) for a clean exit.
+    pub fn stop(mut self) {
+        self.stopped = true;
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) with a pid of our own child and a valid signal number.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "SIGTERM to serve");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("poll serve") {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("serve did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        assert!(
+            status.success(),
+            "serve exited with {status} after SIGTERM; stderr:\n{}",
+            rest.join("\n")
+        );
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        // A test that fails before stop() still ends its server.
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
