@@ -908,6 +908,17 @@ fn serve_refuses_secrets_others_can_read() {
     assert_refused(&f, &["chmod 600"]);
 }
 
+/// SPEC §7: on SIGTERM the process exits 0, however soon after it announced its address (a
+/// supervisor may stop a server it has just started).
+#[test]
+fn sigterm_right_after_start_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    for _ in 0..5 {
+        ServeProcess::start(serve_flags(&data, &["--addr", "127.0.0.1:0"])).stop();
+    }
+}
+
 /// `claimledger … --token T --server URL`, within 60 s.
 fn client(url: &str, token: &str, args: &[&str]) -> Finished {
     let mut all: Vec<&str> = args.to_vec();
