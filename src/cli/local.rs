@@ -77,7 +77,7 @@ pub struct DirArgs {
     data_dir: PathBuf,
 }
 
-/// Files descriptors kept free for sled, the signing key, TLS files and the like: the
+/// File descriptors kept free for sled, the signing key, TLS files and the like: the
 /// connection cap is the open-file limit minus this.
 const RESERVED_FDS: u64 = 64;
 
