@@ -188,23 +188,6 @@ impl Log {
         self.failed_rx.clone()
     }
 
-    /// Resolves with the reason when the writer stops accepting appends: a failed commit, or
-    /// the writer thread ending (after a shutdown, or a panic).
-    pub async fn writer_stopped(&self) -> String {
-        let mut rx = self.failed_rx.clone();
-        loop {
-            if let Some(why) = rx.borrow_and_update().clone() {
-                return why;
-            }
-            if rx.changed().await.is_err() {
-                return rx
-                    .borrow()
-                    .clone()
-                    .unwrap_or_else(|| "the writer has stopped".to_string());
-            }
-        }
-    }
-
     /// The committed tree size.
     pub fn size(&self) -> u64 {
         *self.size_rx.borrow()

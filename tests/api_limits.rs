@@ -33,28 +33,6 @@ async fn within<T>(what: &str, limit: Duration, fut: impl Future<Output = T>) ->
         .unwrap_or_else(|_| panic!("{what}: no answer within {limit:?}"))
 }
 
-/// Asserts `r` failed with `code` naming `needle`, and returns the status for further checks.
-fn refusal<T: std::fmt::Debug>(r: Result<T, Status>, code: Code, needle: &str) -> Status {
-    match r {
-        Ok(v) => panic!("expected {code:?} naming {needle:?}, got Ok({v:?})"),
-        Err(s) => {
-            assert_eq!(
-                s.code(),
-                code,
-                "expected {code:?} naming {needle:?}, got {:?}: {}",
-                s.code(),
-                s.message()
-            );
-            assert!(
-                s.message().contains(needle),
-                "{code:?} message {:?} does not name {needle:?}",
-                s.message()
-            );
-            s
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Raw request bodies
 // ---------------------------------------------------------------------------------------------
@@ -125,37 +103,6 @@ async fn raw_unary(ch: Channel, path: &'static str, body: Vec<u8>) -> Result<Vec
 // The real binary
 // ---------------------------------------------------------------------------------------------
 
-/// The pid of the `claimledger serve` child of this process serving `data_dir`.
-/// [`ServeProcess`] keeps its child private; the memory, signal and open-file tests need the pid.
-fn serve_pid(data_dir: &Path) -> libc::pid_t {
-    let me = std::process::id().to_string();
-    let dir = data_dir.to_string_lossy().into_owned();
-    for e in std::fs::read_dir("/proc").expect("list /proc").flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
-            continue;
-        };
-        let ppid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("PPid:"))
-            .map(str::trim);
-        if ppid != Some(me.as_str()) {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let mine = cmdline.split(|b| *b == 0).any(|arg| arg == dir.as_bytes());
-        if mine {
-            return name.parse().expect("a pid");
-        }
-    }
-    panic!("no serve process of ours for {dir}");
-}
-
 /// A line of `/proc/PID/status`, in kB (`VmRSS`, `VmHWM`).
 fn proc_kb(pid: libc::pid_t, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -177,7 +124,7 @@ fn serve(dir: &Path, extra: &[&str]) -> (ServeProcess, libc::pid_t) {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let sp = ServeProcess::start(args);
-    let pid = serve_pid(dir);
+    let pid = sp.pid();
     (sp, pid)
 }
 
@@ -373,7 +320,7 @@ async fn bad_input_is_refused_clearly_and_writes_nothing() {
         ));
     }
     for (what, r, code, needle) in cases {
-        let s = refusal(r, code, needle);
+        let s = expect_err(r, code, needle);
         assert!(
             !s.message().contains('\u{1b}') && !s.message().contains('\r'),
             "{what}: the message echoes a control character: {:?}",
@@ -394,7 +341,7 @@ async fn bad_input_is_refused_clearly_and_writes_nothing() {
         }),
     )
     .await;
-    refusal(r, Code::InvalidArgument, "source.name");
+    expect_err(r, Code::InvalidArgument, "source.name");
     assert_eq!(c.size().await, size, "the RLO name wrote nothing");
 
     // A query over an impossible time range.
@@ -407,7 +354,7 @@ async fn bad_input_is_refused_clearly_and_writes_nothing() {
         }),
     )
     .await;
-    refusal(r, Code::InvalidArgument, "event_time_from");
+    expect_err(r, Code::InvalidArgument, "event_time_from");
     assert_eq!(c.size().await, size, "the refused query wrote nothing");
 
     // A 1 MB id is refused with a message that quotes at most a short prefix of it.
@@ -418,7 +365,7 @@ async fn bad_input_is_refused_clearly_and_writes_nothing() {
         c.claims.get_claim(pb::GetClaimRequest { id: huge.clone() }),
     )
     .await;
-    let get = refusal(r, Code::InvalidArgument, "id");
+    let get = expect_err(r, Code::InvalidArgument, "id");
     let r = within(
         "AddEvidence",
         STEP,
@@ -429,7 +376,7 @@ async fn bad_input_is_refused_clearly_and_writes_nothing() {
         }),
     )
     .await;
-    let add = refusal(r, Code::InvalidArgument, "claim_id");
+    let add = expect_err(r, Code::InvalidArgument, "claim_id");
     for (what, s) in [("GetClaim", get), ("AddEvidence", add)] {
         assert!(
             s.message().len() < 200,
@@ -455,7 +402,7 @@ async fn bad_input_is_refused_clearly_and_writes_nothing() {
             raw_unary(server.channel().await, path, vec![0xff, 0xff, 0xff]),
         )
         .await;
-        refusal(r, Code::InvalidArgument, "");
+        expect_err(r, Code::InvalidArgument, "");
         assert_eq!(c.size().await, size, "the undecodable body wrote nothing");
     }
 
@@ -471,7 +418,7 @@ async fn bad_input_is_refused_clearly_and_writes_nothing() {
         }),
     )
     .await;
-    refusal(r, Code::ResourceExhausted, "too large");
+    expect_err(r, Code::ResourceExhausted, "too large");
     let r = within(
         "an oversized raw body",
         STEP,
@@ -482,7 +429,7 @@ async fn bad_input_is_refused_clearly_and_writes_nothing() {
         ),
     )
     .await;
-    refusal(r, Code::ResourceExhausted, "too large");
+    expect_err(r, Code::ResourceExhausted, "too large");
     assert_eq!(c.size().await, size, "the oversized bodies wrote nothing");
 
     // Full text may hold newlines and tabs.
@@ -616,7 +563,7 @@ async fn entry_streams_beyond_the_cap_are_refused_until_some_close() {
         clients[1].watch_entries(pb::WatchEntriesRequest { from_index: 1 }),
     )
     .await;
-    refusal(r, Code::ResourceExhausted, "entry streams");
+    expect_err(r, Code::ResourceExhausted, "entry streams");
     drop(open);
     server.stop().await;
 }
@@ -915,9 +862,9 @@ async fn writes_recover_after_running_out_of_file_descriptors() {
     let unhealthy = health_becomes(&mut h, ServingStatus::NotServing, Duration::from_secs(5)).await;
     // Give the descriptors back before anything can fail.
     set_nofile(pid, &soft, &hard);
-    let s = refusal(failed, Code::Unavailable, "retry with the same request_id");
+    let s = expect_err(failed, Code::Unavailable, "retry with the same request_id");
     eprintln!("the write without free descriptors: {}", s.message());
-    refusal(other, Code::Unavailable, "retry with the same request_id");
+    expect_err(other, Code::Unavailable, "retry with the same request_id");
     if let Err(now) = unhealthy {
         panic!("health stayed {now:?} while the commit could not be made durable");
     }

@@ -1010,7 +1010,7 @@ async fn a_missing_key_on_an_existing_log_is_refused() {
 }
 
 /// If the writer dies (here: the domain hook panics), appends fail instead of hanging, and
-/// `writer_stopped` resolves, which is what turns the server's health to NOT_SERVING.
+/// `writer_health` closes, which is what turns the server's health to NOT_SERVING.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_writer_fails_appends_and_is_reported() {
     struct Boom;
@@ -1029,10 +1029,12 @@ async fn a_dead_writer_fails_appends_and_is_reported() {
     let log = Log::open(dir.path(), Options::default(), Arc::new(Boom)).unwrap();
     log.append("t", b"fine".to_vec()).await.unwrap();
     assert!(log.append("t", b"boom".to_vec()).await.is_err());
-    let why = tokio::time::timeout(std::time::Duration::from_secs(10), log.writer_stopped())
-        .await
-        .expect("the stop is reported");
-    assert!(!why.is_empty());
+    let mut health = log.writer_health();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while health.changed().await.is_ok() {}
+    })
+    .await
+    .expect("the writer's end is reported");
     assert!(log.append("t", b"after".to_vec()).await.is_err());
     // What was acknowledged before is intact.
     assert_eq!(log.size(), 1);

@@ -274,8 +274,13 @@ pub fn ts(seconds: i64) -> pbjson_types::Timestamp {
 // Assertions
 // ---------------------------------------------------------------------------------------------
 
-/// Asserts `r` failed with `code` and that the message names `needle` (a field, usually).
-pub fn expect_err<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, needle: &str) {
+/// Asserts `r` failed with `code` and that the message names `needle` (a field, usually), and
+/// returns the status for further checks.
+pub fn expect_err<T: std::fmt::Debug>(
+    r: Result<T, tonic::Status>,
+    code: Code,
+    needle: &str,
+) -> tonic::Status {
     match r {
         Ok(v) => panic!("expected {code:?} naming {needle:?}, got Ok({v:?})"),
         Err(s) => {
@@ -291,6 +296,7 @@ pub fn expect_err<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, n
                 "{code:?} message {:?} does not name {needle:?}",
                 s.message()
             );
+            s
         }
     }
 }
@@ -633,6 +639,11 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
+    /// The server's process id (for signals, `prlimit` and `/proc`).
+    pub fn pid(&self) -> libc::pid_t {
+        self.child.id() as libc::pid_t
+    }
+
     /// Starts `claimledger serve ARGS…` and waits (at most 30 s) for its listening line.
     pub fn start<I, S>(args: I) -> ServeProcess
     where

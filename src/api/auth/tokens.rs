@@ -73,14 +73,6 @@ impl Tokens {
         }
         found
     }
-
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
 }
 
 fn parse_line(line: &str) -> Result<([u8; 32], Principal), String> {
