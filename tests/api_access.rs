@@ -335,8 +335,8 @@ async fn every_write_needs_its_role() {
             }
             // A refused retraction leaves the claim as it was.
             if matches!(w, Write::Retract) && code != Code::Ok {
-                let rec = c.claims.get_claim(get_claim(&target)).await.unwrap();
-                if rec.into_inner().retraction.is_some() {
+                let rec = c.record(&target).await;
+                if rec.retraction.is_some() {
                     wrong.push(format!(
                         "{caller} Retract: refused, yet the claim is retracted"
                     ));
@@ -447,12 +447,7 @@ async fn reads_are_open_to_anonymous() {
     let (srv, mut c) = start(dir.path()).await;
     let claim_id = setup(&mut c).await;
 
-    let rec = c
-        .claims
-        .get_claim(get_claim(&claim_id))
-        .await
-        .expect("GetClaim")
-        .into_inner();
+    let rec = c.record(&claim_id).await;
     assert_eq!(rec.evidence.len(), 1);
     let status = c
         .claims
@@ -538,24 +533,10 @@ async fn a_request_id_belongs_to_its_principal() {
     let a_claim = a.claim.expect("claim");
     let a_receipt = a.receipt.expect("receipt");
     assert_ne!(a_claim.id, b_claim.id, "A and B get different claims");
-    let stored = c
-        .claims
-        .get_claim(get_claim(&a_claim.id))
-        .await
-        .expect("A's claim")
-        .into_inner()
-        .claim
-        .expect("claim");
+    let stored = c.record(&a_claim.id).await.claim.expect("claim");
     assert_eq!(stored.summary, "A's real statement");
     assert_eq!(stored.text, "A's real statement (full text)");
-    let b_stored = c
-        .claims
-        .get_claim(get_claim(&b_claim.id))
-        .await
-        .expect("B's claim")
-        .into_inner()
-        .claim
-        .expect("claim");
+    let b_stored = c.record(&b_claim.id).await.claim.expect("claim");
     assert_eq!(b_stored.summary, "Squatted by B");
 
     // B replaying A's exact request stays in B's own scope: it never gets A's claim or receipt.
@@ -656,12 +637,7 @@ async fn an_unbound_submitter_cannot_retract() {
         .await;
     expect_err(r, Code::PermissionDenied, "submitter");
     assert_eq!(c.size().await, size, "nothing is written");
-    let rec = c
-        .claims
-        .get_claim(get_claim(&claim_id))
-        .await
-        .unwrap()
-        .into_inner();
+    let rec = c.record(&claim_id).await;
     assert!(rec.retraction.is_none(), "{rec:?}");
     assert_eq!(
         status_of(&c.status(&claim_id).await),
@@ -676,15 +652,7 @@ async fn a_bound_reviewer_cannot_judge_its_own_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let (srv, mut c) = start(dir.path()).await;
     let claim_id = setup(&mut c).await;
-    let ev = c
-        .claims
-        .get_claim(get_claim(&claim_id))
-        .await
-        .unwrap()
-        .into_inner()
-        .evidence[0]
-        .id
-        .clone();
+    let ev = c.record(&claim_id).await.evidence[0].id.clone();
     let confirm = pb::RecordVerdictRequest {
         request_id: "verdict-1".into(),
         claim_id: claim_id.clone(),

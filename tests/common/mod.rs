@@ -201,6 +201,17 @@ impl Clients {
             .into_inner()
     }
 
+    /// The claim's record (GetClaim), which must exist.
+    pub async fn record(&mut self, claim_id: &str) -> pb::GetClaimResponse {
+        self.claims
+            .get_claim(pb::GetClaimRequest {
+                id: claim_id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("GetClaim {claim_id}: {e}"))
+            .into_inner()
+    }
+
     pub async fn status(&mut self, claim_id: &str) -> pb::GetClaimStatusResponse {
         self.status_at(claim_id, 0).await
     }
