@@ -1,10 +1,14 @@
-//! Small helpers for files that hold secrets.
+//! Small helpers for files the service keeps beside sled: secrets and small state files.
 //!
 //! A tokens file and the log's signing key must not be readable by anyone but their owner: a
 //! token hash file readable by others invites offline guessing, and a readable `log.key` lets
 //! anyone sign checkpoints in the log's name. Both are refused at start-up with the command
 //! that fixes them, rather than silently used.
+//!
+//! Small state files (keys, the latest checkpoint, a witness's state) are replaced atomically
+//! with [`replace`], so a crash leaves either the old contents or the new, never a mix.
 
+use std::io::Write;
 use std::path::Path;
 
 /// Errs when `path` can be read or written by its group or by others, saying how to fix it.
@@ -28,4 +32,49 @@ pub fn ensure_private(path: &Path, what: &str) -> Result<(), String> {
 #[cfg(not(unix))]
 pub fn ensure_private(_path: &Path, _what: &str) -> Result<(), String> {
     Ok(())
+}
+
+/// Replaces `path` with `contents` atomically and durably: a new temporary file beside it (mode
+/// 0600, so it suits secrets too), written and fsynced, renamed over `path`, then the directory
+/// fsynced so the rename itself survives a crash. When it returns `Ok`, `path` holds `contents`
+/// on disk; after a crash at any point it holds either the old contents or the new.
+///
+/// On error the error names the file that failed.
+pub fn replace(path: &Path, contents: &[u8]) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    let mut tmp_name = name;
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    // A temporary file left by a crash may have any mode and contents: start from a new one.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err((tmp, e)),
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let written = opts.open(&tmp).and_then(|mut f| {
+        f.write_all(contents)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err((tmp, e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))?;
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| (dir, e))
 }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod files;
 pub mod ledger;
 pub mod log;
+pub mod witness;
 
 /// Generated protobuf and gRPC code for `claimledger.v1`.
 pub mod pb {

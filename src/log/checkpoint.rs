@@ -5,11 +5,10 @@
 //! `origin+keyhash+base64`, exactly what Go's `sumdb/note` and the `signed_note` crate take.
 //!
 //! The key is created on first open as `log.key` in the data directory: 32 random bytes of seed,
-//! base64, written to a temporary file with mode 0600, fsynced, renamed into place, and the
-//! directory fsynced, so a crash never leaves a half-written key.
+//! base64, mode 0600, replaced atomically ([`crate::files::replace`]), so a crash never leaves a
+//! half-written key.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
@@ -69,7 +68,7 @@ impl Checkpointer {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = SigningKey::generate(&mut rand_core::OsRng);
-                write_key_file(dir, &path, &key)?;
+                write_key_file(&path, &key)?;
                 key
             }
             Err(e) => return Err(LogError::io(&path, e)),
@@ -172,30 +171,7 @@ fn decode_key(text: &str) -> Option<SigningKey> {
     Some(SigningKey::from_bytes(&seed))
 }
 
-fn write_key_file(dir: &Path, path: &Path, key: &SigningKey) -> Result<(), LogError> {
-    let tmp = dir.join(format!("{KEY_FILE}.tmp"));
+fn write_key_file(path: &Path, key: &SigningKey) -> Result<(), LogError> {
     let text = base64::engine::general_purpose::STANDARD.encode(key.to_bytes()) + "\n";
-    // A temporary file left by a crash may have any mode: start from a new one.
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(LogError::io(&tmp, e)),
-    }
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp).map_err(|e| LogError::io(&tmp, e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| LogError::io(&tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| LogError::io(path, e))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| LogError::io(dir, e))?;
-    Ok(())
+    crate::files::replace(path, text.as_bytes()).map_err(|(p, e)| LogError::io(&p, e))
 }
