@@ -233,7 +233,7 @@ mod tests {
         assert!(list.verifier("w.example/1", v.key_id).is_ok());
         // Another body does not verify.
         assert_eq!(
-            v.check(b"example.com/log\n21\nx\n", &ok[0].signature()[..]),
+            v.check(b"example.com/log\n21\nx\n", ok[0].signature()),
             None
         );
     }
