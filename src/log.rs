@@ -92,6 +92,8 @@ pub struct Log {
     tx: mpsc::Sender<Msg>,
     size_rx: watch::Receiver<u64>,
     failed_rx: watch::Receiver<Option<String>>,
+    /// Set once, by [`Log::halt`]; never cleared while the process runs.
+    halt_tx: Arc<watch::Sender<Option<String>>>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -123,6 +125,7 @@ impl Log {
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let (size_tx, size_rx) = watch::channel(size);
         let (failed_tx, failed_rx) = watch::channel(None);
+        let (halt_tx, halt_rx) = watch::channel(None);
         let handle = writer::spawn(
             store.clone(),
             checkpointer.clone(),
@@ -130,6 +133,7 @@ impl Log {
             rx,
             size_tx,
             failed_tx,
+            halt_rx,
             opts.max_group.max(1),
         )?;
         Ok(Log {
@@ -138,6 +142,7 @@ impl Log {
             tx,
             size_rx,
             failed_rx,
+            halt_tx: Arc::new(halt_tx),
             writer: Arc::new(std::sync::Mutex::new(Some(handle))),
         })
     }
@@ -188,6 +193,35 @@ impl Log {
         self.failed_rx.clone()
     }
 
+    /// Stops this log from signing anything new, for good (until the process restarts): every
+    /// later append fails with [`LogError::Halted`] and no new checkpoint is signed, while
+    /// reads of what is already signed go on. For evidence that this history conflicts with
+    /// one someone else holds (a witness that cosigned a larger tree, or another root at a size
+    /// this log has): signing more would only extend the fork. The first reason is kept.
+    pub fn halt(&self, reason: String) {
+        self.halt_tx.send_if_modified(|h| {
+            if h.is_some() {
+                return false;
+            }
+            tracing::error!(%reason, "the log is halted: it signs nothing new");
+            *h = Some(reason);
+            true
+        });
+    }
+
+    /// Why the log is halted ([`Log::halt`]), `None` while it is not; its changes can be
+    /// awaited (health turns NOT_SERVING on it).
+    pub fn halted(&self) -> watch::Receiver<Option<String>> {
+        self.halt_tx.subscribe()
+    }
+
+    fn check_not_halted(&self) -> Result<(), LogError> {
+        match &*self.halt_tx.borrow() {
+            Some(why) => Err(LogError::Halted(why.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// The committed tree size.
     pub fn size(&self) -> u64 {
         *self.size_rx.borrow()
@@ -228,6 +262,8 @@ impl Log {
                 return Ok(latest);
             }
         }
+        // A halted log re-serves what it signed before but signs nothing new.
+        self.check_not_halted()?;
         let root = self.store.root_at(size, current)?;
         self.checkpointer.sign(size, root)
     }

@@ -24,6 +24,7 @@ pub fn log(e: LogError) -> Status {
             Code::DataLoss
         }
         LogError::Closed | LogError::Unavailable(_) => Code::Unavailable,
+        LogError::Halted(_) => Code::FailedPrecondition,
         LogError::OriginMismatch { .. }
         | LogError::Storage(_)
         | LogError::Io { .. }

@@ -123,16 +123,21 @@ pub async fn serve(
     // reads keep working either way.
     let watcher = health_reporter.clone();
     let mut writer = ctx.log.writer_health();
+    let mut halted = ctx.log.halted();
     let shutting_down = ctx.closing.subscribe();
     tokio::spawn(async move {
         loop {
-            let trouble = writer.borrow_and_update().clone();
+            // A halt (a witness holds a conflicting history) outranks a passing writer problem.
+            let trouble = halted
+                .borrow_and_update()
+                .clone()
+                .or_else(|| writer.borrow_and_update().clone());
             if *shutting_down.borrow() {
                 return;
             }
             let status = match &trouble {
                 Some(why) => {
-                    tracing::error!(%why, "the log writer cannot commit: health NOT_SERVING");
+                    tracing::error!(%why, "the log cannot commit: health NOT_SERVING");
                     ServingStatus::NotServing
                 }
                 None => ServingStatus::Serving,
@@ -140,7 +145,12 @@ pub async fn serve(
             for n in names {
                 watcher.set_service_status(n, status).await;
             }
-            if writer.changed().await.is_err() {
+            let writer_gone = tokio::select! {
+                changed = writer.changed() => changed.is_err(),
+                // The halt sender lives as long as the log: it never closes first.
+                _ = halted.changed() => false,
+            };
+            if writer_gone {
                 if !*shutting_down.borrow() {
                     tracing::error!("the log writer has stopped: health NOT_SERVING");
                     for n in names {

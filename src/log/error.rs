@@ -44,6 +44,10 @@ pub enum LogError {
     /// was not acknowledged and may be retried with the same request id.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The log refuses to sign anything new (see `Log::halt`): its history conflicts with one
+    /// a witness holds.
+    #[error("the log is halted and signs nothing new: {0}")]
+    Halted(String),
     #[error("the log is closed")]
     Closed,
     #[error("internal error: {0}")]

@@ -58,6 +58,7 @@ pub(crate) fn spawn(
     rx: mpsc::Receiver<Msg>,
     size_tx: watch::Sender<u64>,
     failed_tx: watch::Sender<Option<String>>,
+    halt_rx: watch::Receiver<Option<String>>,
     max_group: usize,
 ) -> Result<std::thread::JoinHandle<()>, LogError> {
     let size = store.size()?;
@@ -75,6 +76,7 @@ pub(crate) fn spawn(
         failed: None,
         pending: None,
         failed_tx,
+        halt_rx,
     };
     std::thread::Builder::new()
         .name("claimledger-writer".into())
@@ -100,6 +102,8 @@ struct Writer {
     /// pending) or has stopped working. It is dropped when the writer thread ends, for
     /// whatever reason.
     failed_tx: watch::Sender<Option<String>>,
+    /// Set by `Log::halt`: checked before every group, so nothing is signed once it is.
+    halt_rx: watch::Receiver<Option<String>>,
 }
 
 struct Pending {
@@ -248,6 +252,13 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: Vec<AppendRequest>, size_tx: &watch::Sender<u64>) {
+        let halted = self.halt_rx.borrow().clone();
+        if let Some(why) = halted {
+            for req in group {
+                let _ = req.reply.send(Err(LogError::Halted(why.clone()).into()));
+            }
+            return;
+        }
         if let Some(why) = &self.failed {
             for req in group {
                 let _ = req.reply.send(Err(LogError::Internal(format!(
