@@ -131,9 +131,11 @@ impl Log {
             checkpointer.clone(),
             apply,
             rx,
-            size_tx,
-            failed_tx,
-            halt_rx,
+            writer::Signals {
+                size_tx,
+                failed_tx,
+                halt_rx,
+            },
             opts.max_group.max(1),
         )?;
         Ok(Log {

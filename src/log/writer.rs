@@ -51,14 +51,22 @@ pub struct Receipt {
     pub inclusion_proof: Vec<Hash>,
 }
 
+/// The writer's links to the rest of the process, besides its queue.
+pub(crate) struct Signals {
+    /// The committed size, published after each durable group.
+    pub size_tx: watch::Sender<u64>,
+    /// Why the writer cannot commit (see `Writer::failed_tx`).
+    pub failed_tx: watch::Sender<Option<String>>,
+    /// Set by `Log::halt`.
+    pub halt_rx: watch::Receiver<Option<String>>,
+}
+
 pub(crate) fn spawn(
     store: Store,
     checkpointer: Arc<Checkpointer>,
     apply: Arc<dyn Apply>,
     rx: mpsc::Receiver<Msg>,
-    size_tx: watch::Sender<u64>,
-    failed_tx: watch::Sender<Option<String>>,
-    halt_rx: watch::Receiver<Option<String>>,
+    signals: Signals,
     max_group: usize,
 ) -> Result<std::thread::JoinHandle<()>, LogError> {
     let size = store.size()?;
@@ -75,9 +83,10 @@ pub(crate) fn spawn(
         last,
         failed: None,
         pending: None,
-        failed_tx,
-        halt_rx,
+        failed_tx: signals.failed_tx,
+        halt_rx: signals.halt_rx,
     };
+    let size_tx = signals.size_tx;
     std::thread::Builder::new()
         .name("claimledger-writer".into())
         .spawn(move || w.run(rx, size_tx, max_group))
