@@ -97,6 +97,7 @@ impl LogService for LogApi {
             root_hash: cp.root.0.to_vec(),
             origin: log.checkpointer().origin().to_string(),
             verifier_key: log.checkpointer().verifier_key().to_string(),
+            ..Default::default()
         }))
     }
 
