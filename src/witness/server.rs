@@ -5,8 +5,10 @@
 //! who can reach the port can send requests. What one client can take is bounded:
 //! - at most [`MAX_CONNECTIONS`] open connections (the accept loop holds a permit per
 //!   connection and stops accepting while none is free);
-//! - request headers must arrive within [`HEADER_TIMEOUT`] and fit in [`MAX_HEADER_BYTES`],
-//!   the body within [`BODY_TIMEOUT`] and [`MAX_BODY_BYTES`] (413 beyond it);
+//! - a request's head must arrive within [`HEADER_TIMEOUT`] of the connection being ready for
+//!   it (hyper starts the timer when it waits for a head, so a silent new connection and an
+//!   idle kept-alive one are both closed after it) and fit in [`MAX_HEADER_BYTES`]; the body
+//!   must arrive within [`BODY_TIMEOUT`] and fit in [`MAX_BODY_BYTES`] (413 beyond it);
 //! - at most [`MAX_IN_FLIGHT`] requests are checked at once (a tower concurrency limit); each
 //!   ends with a file sync, which runs on tokio's blocking pool.
 //!
