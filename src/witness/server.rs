@@ -194,6 +194,14 @@ fn refusal(e: &AddError) -> Response {
             format!("{size}\n"),
         )
             .into_response(),
+        // The details (file paths, OS errors) are for the operator's log, not for clients.
+        AddError::Internal(_) => {
+            tracing::error!(error = %e, "add-checkpoint failed");
+            text(
+                status(e),
+                "the witness could not cosign (see its log)\n".into(),
+            )
+        }
         _ => text(status(e), format!("{e}\n")),
     }
 }
