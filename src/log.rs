@@ -7,6 +7,8 @@
 //! - [`store`]: the sled key layout, reads of entries and stored hashes, the RFC 6962 tree in Go
 //!   sumdb's stored-hash-index order, and proofs.
 //! - [`checkpoint`]: the Ed25519 key kept in the data directory and C2SP signed checkpoints.
+//! - [`checkpoint_file`]: the latest signed checkpoint kept outside sled, so a sled that lost
+//!   acknowledged history is refused instead of served shorter.
 //! - [`writer`]: the single writer task that owns every append and commits groups atomically
 //!   and durably before acknowledging them.
 //! - [`apply`]: the hook through which the domain layer writes its indexes in the same atomic
@@ -17,6 +19,7 @@
 
 pub mod apply;
 pub mod checkpoint;
+pub mod checkpoint_file;
 pub mod entry;
 mod error;
 pub mod store;
@@ -50,6 +53,10 @@ pub struct Options {
     /// Whether opening re-hashes every entry (full leaf check) in addition to the O(log n)
     /// stored-root check. On by default: a flipped byte in any entry is caught before serving.
     pub rehash_on_open: bool,
+    /// Whether the latest checkpoint is also kept in a file outside sled ([`checkpoint_file`])
+    /// and checked on open. On by default; turning it off gives up catching a sled that lost
+    /// acknowledged history, and exists only to measure what the file costs.
+    pub external_checkpoint: bool,
 }
 
 /// The largest entry body accepted: far above any valid request (the API's own field limits come
@@ -66,6 +73,7 @@ impl Default for Options {
             queue_capacity: 4096,
             max_group: 1024,
             rehash_on_open: true,
+            external_checkpoint: true,
         }
     }
 }
@@ -113,13 +121,34 @@ impl Log {
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let store = Store::open(&dir)?;
         let origin = store.settle_origin(opts.origin.as_deref())?;
-        // Only a log with nothing in it yet may get a new key.
-        let checkpointer = Arc::new(if store.size()? == 0 && !store.has_checkpoint()? {
+        // Only a log with nothing in it yet, anywhere, may get a new key.
+        let fresh =
+            store.size()? == 0 && !store.has_checkpoint()? && !checkpoint_file::path(&dir).exists();
+        let checkpointer = Arc::new(if fresh {
             Checkpointer::load_or_create(&dir, &origin)?
         } else {
             Checkpointer::load(&dir, &origin)?
         });
+        let external = opts.external_checkpoint;
+        let outside = if external {
+            checkpoint_file::read(&dir, &checkpointer)?
+        } else {
+            None
+        };
+        if external {
+            checkpoint_file::check_size(&dir, &store, outside.as_ref())?;
+        }
         store.startup_check(&checkpointer, opts.rehash_on_open)?;
+        if external {
+            checkpoint_file::check_root(&dir, &store, outside.as_ref())?;
+            let size = store.size()?;
+            let signed = if store.has_checkpoint()? {
+                store.latest_checkpoint()?
+            } else {
+                checkpointer.sign(size, store.root_at(size, size)?)?
+            };
+            checkpoint_file::settle(&dir, &store, outside.as_ref(), &signed)?;
+        }
 
         let size = store.size()?;
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
@@ -136,7 +165,11 @@ impl Log {
                 failed_tx,
                 halt_rx,
             },
-            opts.max_group.max(1),
+            writer::Settings {
+                max_group: opts.max_group.max(1),
+                external_checkpoint: external,
+                crash_before_checkpoint_file: writer::failpoint(),
+            },
         )?;
         Ok(Log {
             store,

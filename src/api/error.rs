@@ -20,9 +20,12 @@ pub fn log(e: LogError) -> Status {
         LogError::OutOfRange { .. } => Code::OutOfRange,
         LogError::InvalidArgument(_) => Code::InvalidArgument,
         LogError::TooLarge(_) => Code::ResourceExhausted,
-        LogError::Tampered { .. } | LogError::Corrupt(_) | LogError::Unverified(_) => {
-            Code::DataLoss
-        }
+        LogError::Tampered { .. }
+        | LogError::Corrupt(_)
+        | LogError::Unverified(_)
+        | LogError::Shrunk { .. }
+        | LogError::Diverged { .. }
+        | LogError::Unreadable { .. } => Code::DataLoss,
         LogError::Closed | LogError::Unavailable(_) => Code::Unavailable,
         LogError::Halted(_) => Code::FailedPrecondition,
         LogError::OriginMismatch { .. }

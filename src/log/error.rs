@@ -17,6 +17,40 @@ pub enum LogError {
     /// The stored log does not match its signed checkpoint, or an entry fails verification.
     #[error("log verification failed at index {index}: {reason}")]
     Tampered { index: u64, reason: String },
+    /// sled holds fewer entries than the checkpoint kept outside it says were committed: sled
+    /// lost acknowledged history (it recovers from damage by dropping what follows).
+    #[error(
+        "{file} holds a signed checkpoint of {committed} entries, but sled holds only {stored}: \
+         entries {stored} to {last} ({missing} acknowledged entries) are missing from the data \
+         directory. Restore it from a copy taken at size {committed} or later, or run \
+         `claimledger recover` to see what continuing without them would lose",
+        last = .committed - 1,
+        missing = .committed - .stored
+    )]
+    Shrunk {
+        file: String,
+        committed: u64,
+        stored: u64,
+    },
+    /// The tree sled holds has another root, at the size of the checkpoint kept outside it,
+    /// than that checkpoint: the stored history is not the one acknowledged.
+    #[error(
+        "the tree sled holds ({stored} entries) has another root at size {size} than the \
+         signed checkpoint in {file}: the stored history differs from the acknowledged one"
+    )]
+    Diverged {
+        file: String,
+        size: u64,
+        stored: u64,
+    },
+    /// A storage file that cannot be read (sled failed on it); `index` is the first entry that
+    /// could not be read, when known.
+    #[error("{file} cannot be read{}: {reason}", .index.map(|i| format!(" (from index {i})")).unwrap_or_default())]
+    Unreadable {
+        file: String,
+        index: Option<u64>,
+        reason: String,
+    },
     /// Stored state that cannot be read as what it must be (not tied to one entry).
     #[error("corrupt storage: {0}")]
     Corrupt(String),

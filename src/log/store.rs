@@ -10,6 +10,7 @@
 //! | `m` ‖ `size`                     | be64(tree size)               | writer            |
 //! | `m` ‖ `checkpoint`               | latest signed checkpoint note | writer            |
 //! | `m` ‖ `origin`                   | the checkpoint origin         | first open        |
+//! | `m` ‖ `checkpoint-file`          | `1`: the dir keeps `checkpoint` | open            |
 //! | `x` ‖ …                          | domain indexes                | writer, via Apply |
 //!
 //! Stored hashes follow Go's `sumdb/tlog` "stored hash index" order: appending entry `n`
@@ -38,6 +39,7 @@ pub(crate) const LEAF: u8 = b'l';
 pub(crate) const META_SIZE: &[u8] = b"msize";
 pub(crate) const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 pub(crate) const META_ORIGIN: &[u8] = b"morigin";
+pub(crate) const META_CHECKPOINT_FILE: &[u8] = b"mcheckpoint-file";
 
 pub(crate) fn key(prefix: u8, n: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -78,6 +80,8 @@ const CACHED_LEVEL: u8 = 3;
 /// The log's storage. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// The data directory (sled lives in its `sled/`).
+    dir: Arc<PathBuf>,
     db: sled::Db,
     tree: sled::Tree,
     data_file: Arc<PathBuf>,
@@ -122,6 +126,7 @@ impl Store {
         let data_file = path.join("db");
         let data = std::fs::File::open(&data_file).map_err(|e| LogError::io(&data_file, e))?;
         Ok(Store {
+            dir: Arc::new(dir.to_path_buf()),
             db,
             tree,
             data_file: Arc::new(data_file),
@@ -129,6 +134,26 @@ impl Store {
             upper: Arc::new(RwLock::new(HashMap::new())),
             synced_blobs: Arc::new(Mutex::new(std::collections::HashSet::new())),
         })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether this directory has kept the checkpoint file outside sled (see
+    /// [`super::checkpoint_file`]).
+    pub(crate) fn keeps_checkpoint_file(&self) -> Result<bool, LogError> {
+        Ok(self.tree.contains_key(META_CHECKPOINT_FILE)?)
+    }
+
+    /// Records, durably, that this directory keeps the checkpoint file.
+    pub(crate) fn mark_checkpoint_file(&self) -> Result<(), LogError> {
+        if !self.keeps_checkpoint_file()? {
+            self.tree.insert(META_CHECKPOINT_FILE, &b"1"[..])?;
+            self.sync()?;
+        }
+        Ok(())
     }
 
     pub(crate) fn tree(&self) -> &sled::Tree {

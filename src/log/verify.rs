@@ -4,13 +4,16 @@
 //! its `prev_hash` link, re-hashes its exact bytes, rebuilds the RFC 6962 tree with a compact
 //! stack of subtree roots, and compares every hash this produces with the stored hashes kept in
 //! the same entry's value (an entry stores the hashes its append produced).
-//! At the end it compares the rebuilt root with the signed checkpoint and checks the signature.
+//! At the end it compares the rebuilt root with the signed checkpoint and checks the signature,
+//! and compares the tree with the checkpoint kept outside sled ([`super::checkpoint_file`]): a
+//! sled holding fewer entries than that checkpoint, or another root at its size, fails.
 //! The first disagreement is reported with the index of the entry it belongs to.
 
 use prost::Message;
 use tlog_tiles::Hash;
 
 use super::checkpoint::Checkpointer;
+use super::checkpoint_file;
 use super::entry::{packed_hash, unpack, Envelope, ZERO_HASH};
 use super::error::LogError;
 use super::store::{leaf_hash, Store};
@@ -96,6 +99,21 @@ pub fn verify(
     cp: &Checkpointer,
     progress: &mut dyn FnMut(VerifyProgress),
 ) -> Result<VerifyReport, LogError> {
+    // The checkpoint kept outside sled is read first: the writer replaces it only after sled's
+    // commit, so read before sled's own checkpoint it is never ahead of it in a live log.
+    let outside = match checkpoint_file::read(store.dir(), cp) {
+        Ok(f) => f,
+        Err(e) => {
+            return Ok(VerifyReport {
+                size: store.size()?,
+                checked: 0,
+                root: None,
+                first_bad_index: None,
+                error: e.to_string(),
+            })
+        }
+    };
+    let file_missing = outside.is_none() && store.keeps_checkpoint_file()?;
     // Audit exactly the tree of the latest signed checkpoint, so a server that keeps appending
     // during the audit does not make it compare entries and a checkpoint of different sizes.
     let signed = if store.size()? == 0 {
@@ -117,6 +135,8 @@ pub fn verify(
         Ok(r)
     };
 
+    let outside_size = outside.as_ref().map(|f| f.size);
+    let mut outside_root = (outside_size == Some(0)).then_some(tlog_tiles::EMPTY_HASH);
     let mut c = Compact::default();
     let mut produced = Vec::new();
     let mut prev = ZERO_HASH;
@@ -167,6 +187,9 @@ pub fn verify(
         }
         prev = leaf;
         report.checked = i + 1;
+        if outside_size == Some(report.checked) {
+            outside_root = Some(c.root());
+        }
         if report.checked % PROGRESS_EVERY == 0 {
             progress(VerifyProgress {
                 checked: report.checked,
@@ -180,6 +203,35 @@ pub fn verify(
         checked: report.checked,
         total: size,
     });
+    if let Some(file) = &outside {
+        let path = checkpoint_file::path(store.dir()).display().to_string();
+        if file.size > size {
+            report.first_bad_index = Some(size);
+            report.error = LogError::Shrunk {
+                file: path,
+                committed: file.size,
+                stored: size,
+            }
+            .to_string();
+            return Ok(report);
+        }
+        if outside_root != Some(file.root) {
+            report.error = LogError::Diverged {
+                file: path,
+                size: file.size,
+                stored: size,
+            }
+            .to_string();
+            return Ok(report);
+        }
+    } else if file_missing {
+        report.error = format!(
+            "{} is missing, but this data directory keeps one: a shortened log cannot be \
+             told from a whole one without it",
+            checkpoint_file::path(store.dir()).display()
+        );
+        return Ok(report);
+    }
     let Some(signed) = signed else {
         return Ok(report);
     };

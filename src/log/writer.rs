@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::apply::{Apply, Ctx, Overlay, Rejection};
 use super::checkpoint::{Checkpointer, SignedCheckpoint};
+use super::checkpoint_file;
 use super::entry::{pack, EntryMeta, Envelope, ZERO_HASH};
 use super::error::{AppendError, LogError};
 use super::store::{self, leaf_hash, Store, SyncFailure};
@@ -61,13 +62,40 @@ pub(crate) struct Signals {
     pub halt_rx: watch::Receiver<Option<String>>,
 }
 
+/// How the writer works.
+pub(crate) struct Settings {
+    pub max_group: usize,
+    /// Keep the checkpoint file outside sled ([`checkpoint_file`]).
+    pub external_checkpoint: bool,
+    /// A failpoint for crash tests: abort the process (as kill -9 would stop it) right after
+    /// the sled commit that reaches this size is durable, before the checkpoint file is written.
+    pub crash_before_checkpoint_file: Option<u64>,
+}
+
+/// The environment variable that arms [`Settings::crash_before_checkpoint_file`]; for tests
+/// only: `crash-before-checkpoint-file:<size>`.
+pub const FAILPOINT_ENV: &str = "CLAIMLEDGER_FAILPOINT";
+
+/// Reads [`FAILPOINT_ENV`].
+pub(crate) fn failpoint() -> Option<u64> {
+    let v = std::env::var(FAILPOINT_ENV).ok()?;
+    let size = v
+        .strip_prefix("crash-before-checkpoint-file:")?
+        .parse()
+        .ok();
+    if size.is_some() {
+        tracing::warn!("{FAILPOINT_ENV}={v}: this process will abort on purpose (a crash test)");
+    }
+    size
+}
+
 pub(crate) fn spawn(
     store: Store,
     checkpointer: Arc<Checkpointer>,
     apply: Arc<dyn Apply>,
     rx: mpsc::Receiver<Msg>,
     signals: Signals,
-    max_group: usize,
+    settings: Settings,
 ) -> Result<std::thread::JoinHandle<()>, LogError> {
     let size = store.size()?;
     let last = if size == 0 {
@@ -85,11 +113,13 @@ pub(crate) fn spawn(
         pending: None,
         failed_tx: signals.failed_tx,
         halt_rx: signals.halt_rx,
+        external_checkpoint: settings.external_checkpoint,
+        crash_at: settings.crash_before_checkpoint_file,
     };
     let size_tx = signals.size_tx;
     std::thread::Builder::new()
         .name("claimledger-writer".into())
-        .spawn(move || w.run(rx, size_tx, max_group))
+        .spawn(move || w.run(rx, size_tx, settings.max_group))
         .map_err(|e| LogError::Internal(format!("spawning the writer: {e}")))
 }
 
@@ -113,11 +143,15 @@ struct Writer {
     failed_tx: watch::Sender<Option<String>>,
     /// Set by `Log::halt`: checked before every group, so nothing is signed once it is.
     halt_rx: watch::Receiver<Option<String>>,
+    external_checkpoint: bool,
+    crash_at: Option<u64>,
 }
 
 struct Pending {
     size: u64,
     last: Hash,
+    /// The group's checkpoint, written to the checkpoint file once sled's sync succeeds.
+    checkpoint: SignedCheckpoint,
     why: String,
 }
 
@@ -126,8 +160,9 @@ const RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Why a commit failed.
 enum CommitFailure {
-    /// Applied but not known durable, and a later sync may make it so.
-    Pending(LogError),
+    /// Applied but not known durable (or its checkpoint file not written), and a later try
+    /// may make it so.
+    Pending(LogError, Box<SignedCheckpoint>),
     /// Nothing more may be appended by this process.
     Final(LogError),
 }
@@ -231,10 +266,14 @@ impl Writer {
 
     /// Tries the pending group's sync again; on success publishes it.
     fn retry_pending(&mut self, size_tx: &watch::Sender<u64>) {
-        let Some(p) = &mut self.pending else {
+        let Some(mut p) = self.pending.take() else {
             return;
         };
-        match self.store.sync_classified() {
+        let synced = self
+            .store
+            .sync_classified()
+            .and_then(|()| self.write_checkpoint_file(&p.checkpoint));
+        match synced {
             Ok(()) => {
                 tracing::info!(
                     size = p.size,
@@ -242,15 +281,14 @@ impl Writer {
                 );
                 self.size = p.size;
                 self.last = p.last;
-                self.pending = None;
                 size_tx.send_replace(self.size);
                 self.failed_tx.send_replace(None);
             }
-            Err(SyncFailure::Retry(e)) => p.why = e.to_string(),
-            Err(SyncFailure::Final(e)) => {
-                self.pending = None;
-                self.stop_for_good(e.to_string());
+            Err(SyncFailure::Retry(e)) => {
+                p.why = e.to_string();
+                self.pending = Some(p);
             }
+            Err(SyncFailure::Final(e)) => self.stop_for_good(e.to_string()),
         }
     }
 
@@ -352,7 +390,7 @@ impl Writer {
 
         let result = self.commit(batch, overlay, &reader, size);
         match result {
-            Err(CommitFailure::Pending(e)) => {
+            Err(CommitFailure::Pending(e, checkpoint)) => {
                 let msg = e.to_string();
                 tracing::warn!(error = %msg, "commit not durable yet; retrying");
                 self.failed_tx
@@ -360,6 +398,7 @@ impl Writer {
                 self.pending = Some(Pending {
                     size,
                     last,
+                    checkpoint: *checkpoint,
                     why: msg.clone(),
                 });
                 for s in staged {
@@ -429,10 +468,35 @@ impl Writer {
             .apply_batch(batch)
             .map_err(|e| CommitFailure::Final(e.into()))?;
         match self.store.sync_classified() {
-            Ok(()) => Ok(checkpoint),
-            Err(SyncFailure::Retry(e)) => Err(CommitFailure::Pending(e)),
-            Err(SyncFailure::Final(e)) => Err(CommitFailure::Final(e)),
+            Ok(()) => {}
+            Err(SyncFailure::Retry(e)) => {
+                return Err(CommitFailure::Pending(e, Box::new(checkpoint)))
+            }
+            Err(SyncFailure::Final(e)) => return Err(CommitFailure::Final(e)),
         }
+        if self.crash_at.is_some_and(|at| size >= at) {
+            tracing::error!(
+                size,
+                "failpoint: aborting between the sled commit and the checkpoint file"
+            );
+            std::process::abort();
+        }
+        match self.write_checkpoint_file(&checkpoint) {
+            Ok(()) => Ok(checkpoint),
+            Err(SyncFailure::Retry(e) | SyncFailure::Final(e)) => {
+                Err(CommitFailure::Pending(e, Box::new(checkpoint)))
+            }
+        }
+    }
+
+    /// Replaces the checkpoint file outside sled. Every failure may be retried: each try writes
+    /// a new temporary file, fsyncs it and renames it, so a failed try leaves nothing that a
+    /// later successful one depends on, and the sled commit before it is already durable.
+    fn write_checkpoint_file(&self, checkpoint: &SignedCheckpoint) -> Result<(), SyncFailure> {
+        if !self.external_checkpoint {
+            return Ok(());
+        }
+        checkpoint_file::write(self.store.dir(), checkpoint).map_err(SyncFailure::Retry)
     }
 }
 
