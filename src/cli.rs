@@ -23,6 +23,7 @@ mod proofs;
 mod request_id;
 mod source;
 mod token;
+mod witness;
 
 use std::process::ExitCode;
 
@@ -80,6 +81,8 @@ enum Cmd {
     },
     /// Load generator: submits claims with evidence concurrently and reports throughput.
     Bench(bench::BenchArgs),
+    /// Run a C2SP tlog-witness: cosign checkpoints of the given logs that extend the last one.
+    Witness(witness::WitnessArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -113,6 +116,7 @@ pub fn main() -> ExitCode {
             Cmd::Log { cmd, opts } => log::run(cmd, &opts).await,
             Cmd::Bench(a) => bench::run(a).await,
             Cmd::Token { cmd } => token::run(cmd),
+            Cmd::Witness(a) => witness::run(a).await,
         }
     });
     // Tasks cut off by the drain deadline (a stalled stream, a long audit) must not keep the
