@@ -464,13 +464,18 @@ async fn submit(
                     ),
                 };
             }
-            Answer::Conflict(n) => {
+            // Sent at the witness's own size: a 409 means another root there, whether or not
+            // the answer repeats the size.
+            Answer::Conflict(Ok(n)) if n == old && n == cp.size => {
+                return (Some(n), Outcome::Fork(forked_at(w, n, log.size())));
+            }
+            Answer::Conflict(Err(_)) if known == Some(old) && old == cp.size && old > 0 => {
+                return (known, Outcome::Fork(forked_at(w, old, log.size())));
+            }
+            Answer::Conflict(Ok(n)) => {
                 let have = log.size();
                 if n > have {
                     return (Some(n), Outcome::Fork(rolled_back(w, n, have)));
-                }
-                if n == old && n == cp.size {
-                    return (Some(n), Outcome::Fork(forked_at(w, n, have)));
                 }
                 if n == old {
                     let why = format!("answered 409 with size {n}, the size it was sent");
@@ -480,6 +485,10 @@ async fn submit(
                     tracing::warn!(witness = %w, was = ?known, now = n, "the witness went back to a smaller size of this log (its state was reset?)");
                 }
                 known = Some(n);
+            }
+            Answer::Conflict(Err(text)) => {
+                let why = format!("answered 409 without its size (text/x.tlog.size): {text}");
+                return (None, Outcome::Failed(why));
             }
             Answer::Inconsistent if old > 0 => {
                 return (

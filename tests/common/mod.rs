@@ -711,6 +711,11 @@ impl ServeProcess {
         }
     }
 
+    /// The stderr lines printed since the listening line (or the last call).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// `host:port` of the listening socket.
     pub fn addr(&self) -> &str {
         self.url.split_once("://").map_or(&self.url, |(_, a)| a)

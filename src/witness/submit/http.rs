@@ -33,8 +33,10 @@ pub fn request_body(old: u64, proof: &[Hash], checkpoint_note: &str) -> Vec<u8> 
 pub enum Answer {
     /// 200: the body, which should be cosignature lines.
     Cosigned(Bytes),
-    /// 409: the size of the latest checkpoint the witness cosigned for this log.
-    Conflict(u64),
+    /// 409: the size of the latest checkpoint the witness cosigned for this log, when the body
+    /// says it (`text/x.tlog.size`). The spec requires it when the old size is wrong; a 409
+    /// for another root at the same size may instead carry an explanation, kept here.
+    Conflict(Result<u64, String>),
     /// 422: the consistency proof does not verify against what the witness holds.
     Inconsistent,
     /// Any other status, with the start of the body (the witness's explanation).
@@ -99,14 +101,9 @@ impl WitnessClient {
             StatusCode::OK => Answer::Cosigned(body),
             StatusCode::CONFLICT => {
                 let text = String::from_utf8_lossy(&body);
-                // The size is the witness's word about its own state; without it (wrong type
-                // or body) the 409 says nothing we can act on.
                 match text.strip_suffix('\n').map(str::parse::<u64>) {
-                    Some(Ok(n)) if size_type => Answer::Conflict(n),
-                    _ => Answer::Refused(
-                        status,
-                        format!("a 409 without a text/x.tlog.size body: {}", snippet(&text)),
-                    ),
+                    Some(Ok(n)) if size_type => Answer::Conflict(Ok(n)),
+                    _ => Answer::Conflict(Err(snippet(&text))),
                 }
             }
             StatusCode::UNPROCESSABLE_ENTITY => Answer::Inconsistent,
