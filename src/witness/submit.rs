@@ -91,6 +91,13 @@ struct Peer {
     retry_at: Option<Instant>,
 }
 
+impl Peer {
+    /// Whether we hold its cosignature of the checkpoint of `size` entries.
+    fn has_cosigned(&self, size: u64) -> bool {
+        self.cosig.as_ref().is_some_and(|(s, _)| *s == size)
+    }
+}
+
 /// How one witness's part of a round ended.
 enum Outcome {
     Cosigned(Signature),
@@ -228,7 +235,7 @@ impl Submitter {
                 let failed = self
                     .peers
                     .iter()
-                    .filter(|p| !p.cosig.as_ref().is_some_and(|(s, _)| *s == size))
+                    .filter(|p| !p.has_cosigned(size))
                     .map(|p| format!("{}: no answer within {within:?}", p.cfg))
                     .collect();
                 RoundReport {
@@ -245,7 +252,7 @@ impl Submitter {
         while !self.halted && !*closing.borrow() {
             let size = self.log.size();
             let now = Instant::now();
-            let behind = |p: &&Peer| !p.cosig.as_ref().is_some_and(|(s, _)| *s == size);
+            let behind = |p: &&Peer| !p.has_cosigned(size);
             if self
                 .peers
                 .iter()
@@ -309,7 +316,7 @@ impl Submitter {
             .peers
             .iter()
             .enumerate()
-            .filter(|(_, p)| !p.cosig.as_ref().is_some_and(|(s, _)| *s == cp.size))
+            .filter(|(_, p)| !p.has_cosigned(cp.size))
             .filter(|(_, p)| p.retry_at.is_none_or(|t| t <= now))
             .map(|(i, p)| {
                 let (cfg, known) = (p.cfg.clone(), p.known);
