@@ -215,6 +215,16 @@ struct AppendRun {
 /// Appends `count` entries through the log with `max_group = g`, driven by `2 g` concurrent
 /// appenders (so that a full group is always waiting while the previous one commits).
 fn log_append_run(rt: &tokio::runtime::Runtime, g: usize, count: u64) -> AppendRun {
+    log_append_run_with(rt, g, count, true)
+}
+
+/// [`log_append_run`], with or without the checkpoint file outside sled.
+fn log_append_run_with(
+    rt: &tokio::runtime::Runtime,
+    g: usize,
+    count: u64,
+    external_checkpoint: bool,
+) -> AppendRun {
     let dir = tempdir();
     let appenders = (2 * g) as u64;
     let count = count.div_ceil(appenders) * appenders;
@@ -222,6 +232,7 @@ fn log_append_run(rt: &tokio::runtime::Runtime, g: usize, count: u64) -> AppendR
         let opts = Options {
             max_group: g,
             queue_capacity: 2 * g,
+            external_checkpoint,
             ..Options::default()
         };
         let log = Log::open(dir.path(), opts, Arc::new(NoApply)).unwrap();
@@ -427,6 +438,51 @@ fn bench_append(rt: &tokio::runtime::Runtime, scale: f64) {
             fmt_rate(log_rate),
             verdict(log_rate >= 0.7 * raw_rate),
             100.0 * log_rate / raw_rate
+        );
+    }
+}
+
+/// What keeping the latest checkpoint in a file outside sled costs: the same appends with and
+/// without it, alternated, two runs each, best of two.
+fn bench_checkpoint_file(rt: &tokio::runtime::Runtime, scale: f64) {
+    println!("\n## The checkpoint file outside sled: cost per group\n");
+    println!(
+        "Log::append with max_group = g, 2g appenders; `without` = Options::external_checkpoint \
+         off (sled commit only), `with` = on (plus the file: write, fsync, rename, fsync dir); \
+         best of 2 alternated runs each"
+    );
+    println!(
+        "\n{:>6} {:>9} {:>14} {:>14} {:>9} {:>16}",
+        "group", "entries", "without e/s", "with e/s", "with/w-o", "file cost/group"
+    );
+    for g in GROUPS {
+        let base: u64 = match g {
+            1 => 2_000,
+            16 => 24_000,
+            _ => 128_000,
+        };
+        let count = ((base as f64 * scale) as u64).max(4 * g as u64);
+        let mut best = [f64::MAX, f64::MAX];
+        let mut entries = 0;
+        let mut groups = [0u64; 2];
+        for _ in 0..2 {
+            for (k, external) in [false, true].into_iter().enumerate() {
+                let run = log_append_run_with(rt, g, count, external);
+                entries = run.entries;
+                groups[k] = run.groups;
+                best[k] = best[k].min(secs(run.elapsed));
+            }
+        }
+        let (without, with) = (entries as f64 / best[0], entries as f64 / best[1]);
+        let per_group_us = 1e6 * (best[1] - best[0]) / groups[1].max(1) as f64;
+        println!(
+            "{:>6} {:>9} {:>14} {:>14} {:>8.0}% {:>13.0} µs",
+            g,
+            entries,
+            fmt_rate(without),
+            fmt_rate(with),
+            100.0 * with / without,
+            per_group_us
         );
     }
 }
@@ -855,6 +911,9 @@ fn main() {
 
     if run("append") {
         bench_append(&rt, scale);
+    }
+    if run("checkpoint-file") {
+        bench_checkpoint_file(&rt, scale);
     }
     if !(run("open") || run("verify") || run("proofs")) {
         return;

@@ -51,6 +51,9 @@ enum Cmd {
     Verify(local::DirArgs),
     /// Rebuild the claim and source indexes of a data directory from its log (offline).
     Reindex(local::DirArgs),
+    /// Say what continuing from a damaged data directory would lose; with --accept-loss, do it
+    /// (offline): keep what sled still holds and make its checkpoint the latest again.
+    Recover(local::RecoverArgs),
     /// Load sources, claims, evidence, grades, verdicts and retractions from JSON lines.
     Import(import::ImportArgs),
     /// Sources: register, grade, get, list.
@@ -110,6 +113,7 @@ pub fn main() -> ExitCode {
             Cmd::Serve(a) => local::serve(a).await,
             Cmd::Verify(a) => local::verify(a).await,
             Cmd::Reindex(a) => local::reindex(a).await,
+            Cmd::Recover(a) => local::recover(a).await,
             Cmd::Import(a) => import::run(a).await,
             Cmd::Source { cmd, opts } => source::run(cmd, &opts).await,
             Cmd::Claim { cmd, opts } => claim::run(cmd, &opts).await,

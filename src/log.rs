@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod checkpoint_file;
 pub mod entry;
 mod error;
+pub(crate) mod guard;
 pub mod store;
 pub mod verify;
 mod writer;
@@ -39,6 +40,16 @@ use std::sync::Arc;
 
 use tlog_tiles::Hash;
 use tokio::sync::{mpsc, oneshot, watch};
+
+/// Runs `f`, which reads `store`: a sled panic inside it (sled panics on some damaged data)
+/// becomes [`LogError::Unreadable`] naming sled's file, and prints nothing.
+pub fn guarded<T>(store: &Store, f: impl FnOnce() -> Result<T, LogError>) -> Result<T, LogError> {
+    guard::catch(f).map_err(|panic| LogError::Unreadable {
+        file: store.data_file().display().to_string(),
+        index: None,
+        reason: format!("sled failed reading it: {panic}"),
+    })?
+}
 
 /// Options for [`Log::open`].
 #[derive(Debug, Clone)]
@@ -111,7 +122,9 @@ impl Log {
     /// The start-up check recomputes the root from the stored hashes and compares it with the
     /// last signed checkpoint (and its signature); with [`Options::rehash_on_open`] it also
     /// re-hashes every entry. On a mismatch it refuses with [`LogError::Tampered`] naming the
-    /// first bad index.
+    /// first bad index. A sled holding less than the checkpoint kept outside it is refused with
+    /// [`LogError::Shrunk`] (or [`LogError::Diverged`] for another root at its size), and a file
+    /// sled cannot read with [`LogError::Unreadable`], never a panic.
     pub fn open(
         dir: impl AsRef<Path>,
         opts: Options,
@@ -120,6 +133,19 @@ impl Log {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let store = Store::open(&dir)?;
+        // Everything below reads sled, which panics on some damaged data.
+        guarded(&store, || {
+            Self::open_store(&dir, store.clone(), opts, apply)
+        })
+    }
+
+    fn open_store(
+        dir: &Path,
+        store: Store,
+        opts: Options,
+        apply: Arc<dyn Apply>,
+    ) -> Result<Log, LogError> {
+        let dir = dir.to_path_buf();
         let origin = store.settle_origin(opts.origin.as_deref())?;
         // Only a log with nothing in it yet, anywhere, may get a new key.
         let fresh =

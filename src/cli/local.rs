@@ -1,4 +1,4 @@
-//! Commands that work on a data directory directly: `serve`, `verify`, `reindex`.
+//! Commands that work on a data directory directly: `serve`, `verify`, `reindex`, `recover`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -85,6 +85,21 @@ pub struct DirArgs {
         default_value = "./claimledger-data"
     )]
     data_dir: PathBuf,
+}
+
+#[derive(Args)]
+pub struct RecoverArgs {
+    /// Data directory.
+    #[arg(
+        long,
+        env = "CLAIMLEDGER_DATA_DIR",
+        default_value = "./claimledger-data"
+    )]
+    data_dir: PathBuf,
+    /// Do it: give up the acknowledged entries sled no longer holds (the old checkpoint file is
+    /// kept beside the new one as evidence). Without it, only say what would be lost.
+    #[arg(long)]
+    accept_loss: bool,
 }
 
 /// File descriptors kept free for sled, the signing key, TLS files and the like: the
@@ -222,12 +237,107 @@ async fn start_witnessing(ctx: api::Ctx, log: &Log, dir: &Path, w: Witnessing) -
     ctx.with_witnesses(view)
 }
 
+/// `recover`: the explicit way past [`log::LogError::Shrunk`] and [`log::LogError::Diverged`].
+/// It never runs by itself, says exactly what is given up, and keeps the superseded checkpoint.
+pub async fn recover(a: RecoverArgs) -> anyhow::Result<ExitCode> {
+    tokio::task::spawn_blocking(move || {
+        let dir = a.data_dir.as_path();
+        let (store, cp) = open_offline(dir)?;
+        let file = log::checkpoint_file::read(dir, &cp)?;
+        let stored = log::guarded(&store, || store.size())?;
+        let keeps_file = log::guarded(&store, || store.keeps_checkpoint_file())?;
+        let file_path = log::checkpoint_file::path(dir);
+        let loss = match &file {
+            Some(f) if f.size > stored => format!(
+                "sled holds {stored} entries, but {} says {} were committed and acknowledged: \
+                 entries {stored} to {} ({} entries) are lost",
+                file_path.display(),
+                f.size,
+                f.size - 1,
+                f.size - stored
+            ),
+            Some(f) if log::guarded(&store, || store.root_at(f.size, stored))? != f.root => {
+                format!(
+                    "the tree sled holds ({stored} entries) differs at size {} from the signed \
+                     checkpoint in {}: the history acknowledged up to that size is replaced by \
+                     the one sled holds",
+                    f.size,
+                    file_path.display()
+                )
+            }
+            Some(_) => {
+                println!(
+                    "nothing to recover: sled holds {stored} entries, consistent with {}",
+                    file_path.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            None if keeps_file => format!(
+                "{} is missing: sled holds {stored} entries, and any acknowledged beyond them \
+                 cannot be known",
+                file_path.display()
+            ),
+            None => {
+                println!(
+                    "nothing to recover: this data directory has no checkpoint file yet; the \
+                     next open makes one from sled's checkpoint"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        println!("{loss}.");
+        println!(
+            "Continuing makes size {stored} the latest again. Receipts and checkpoints above it \
+             will not verify against this log's new checkpoints, and witnesses that cosigned a \
+             larger tree will refuse the log (it is a fork, and they report it as one)."
+        );
+        if !a.accept_loss {
+            println!(
+                "Nothing was changed. Run again with --accept-loss to continue from size {stored}."
+            );
+            return Ok(ExitCode::from(1));
+        }
+        if let Some(f) = &file {
+            let kept = dir.join(format!(
+                "{}.superseded-{}",
+                log::checkpoint_file::CHECKPOINT_FILE,
+                f.size
+            ));
+            crate::files::replace(&kept, f.note.as_bytes())
+                .map_err(|(p, e)| anyhow::anyhow!("{}: {e}", p.display()))?;
+            println!("kept the superseded checkpoint in {}", kept.display());
+        }
+        let signed = log::guarded(&store, || {
+            if store.has_checkpoint()? {
+                store.latest_checkpoint()
+            } else {
+                cp.sign(stored, store.root_at(stored, stored)?)
+            }
+        })?;
+        log::checkpoint_file::replace(dir, &signed, &store)?;
+        let report = log::verify::verify(&store, &cp, &mut |_| {})?;
+        if !report.ok() {
+            println!(
+                "FAILED: what sled holds does not verify either: {}",
+                report.error
+            );
+            return Ok(ExitCode::from(2));
+        }
+        println!(
+            "recovered: the log continues from size {stored} (all {} entries verified)",
+            report.checked
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+    .await?
+}
+
 fn open_offline(dir: &std::path::Path) -> anyhow::Result<(Store, Checkpointer)> {
     if !dir.join("sled").exists() {
         anyhow::bail!("{} is not a claimledger data directory", dir.display());
     }
     let store = Store::open(dir)?;
-    let origin = store.settle_origin(None)?;
+    let origin = log::guarded(&store, || store.settle_origin(None))?;
     let cp = Checkpointer::load(dir, &origin)?;
     Ok((store, cp))
 }
@@ -271,10 +381,12 @@ pub async fn reindex(a: DirArgs) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || {
         let (store, _) = open_offline(&a.data_dir)?;
         let pb = bar(store.size()?);
-        let n = ledger::reindex(&store, &mut |done, total| {
-            if done % 4096 == 0 || done == total {
-                pb.set_position(done);
-            }
+        let n = log::guarded(&store, || {
+            ledger::reindex(&store, &mut |done, total| {
+                if done % 4096 == 0 || done == total {
+                    pb.set_position(done);
+                }
+            })
         })?;
         pb.finish_and_clear();
         println!("reindexed {n} entries");

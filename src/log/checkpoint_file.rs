@@ -44,6 +44,13 @@ pub fn read(dir: &Path, cp: &Checkpointer) -> Result<Option<SignedCheckpoint>, L
         })
 }
 
+/// Replaces the checkpoint file with `signed`, durably, and records that the directory keeps
+/// it: for an operator's explicit recovery (`claimledger recover`), offline.
+pub fn replace(dir: &Path, signed: &SignedCheckpoint, store: &Store) -> Result<(), LogError> {
+    write(dir, signed)?;
+    store.mark_checkpoint_file()
+}
+
 /// Replaces the checkpoint file with `signed`, durably.
 pub(crate) fn write(dir: &Path, signed: &SignedCheckpoint) -> Result<(), LogError> {
     crate::files::replace(&path(dir), signed.note.as_bytes()).map_err(|(p, e)| LogError::io(&p, e))

@@ -115,11 +115,24 @@ impl Store {
     /// Opens the sled database under `dir/sled`.
     pub fn open(dir: &Path) -> Result<Store, LogError> {
         let path = dir.join("sled");
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(CACHE_BYTES)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let unreadable = |reason: String| LogError::Unreadable {
+            file: path.join("db").display().to_string(),
+            index: None,
+            reason,
+        };
+        // sled panics on some damaged files rather than returning an error.
+        let db = super::guard::catch(|| {
+            sled::Config::new()
+                .path(&path)
+                .cache_capacity(CACHE_BYTES)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+        })
+        .map_err(|panic| unreadable(format!("sled failed opening it: {panic}")))?
+        .map_err(|e| match e {
+            sled::Error::Io(e) => LogError::io(&path, e),
+            e => unreadable(format!("sled cannot open it: {e}")),
+        })?;
         let tree: sled::Tree = (*db).clone();
         // sled 0.34 keeps all pages in one file, `db`, inside its directory, and never replaces
         // it, so this handle stays the file sled writes.
@@ -134,6 +147,11 @@ impl Store {
             upper: Arc::new(RwLock::new(HashMap::new())),
             synced_blobs: Arc::new(Mutex::new(std::collections::HashSet::new())),
         })
+    }
+
+    /// sled's data file (for naming it in errors).
+    pub fn data_file(&self) -> &Path {
+        &self.data_file
     }
 
     /// The data directory.
@@ -448,7 +466,7 @@ impl Store {
             return Ok(());
         }
         // Re-hash everything (or find what differs): the full audit names the first bad index.
-        let report = super::verify::verify(self, cp, &mut |_| {})?;
+        let report = super::verify::verify_sled(self, cp)?;
         match report.first_bad_index {
             Some(index) => Err(LogError::Tampered {
                 index,

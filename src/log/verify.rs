@@ -94,15 +94,36 @@ impl Compact {
 }
 
 /// Runs the full audit, calling `progress` every 65,536 entries and at the end.
+///
+/// sled panics on some damaged data: such a panic while reading entry `i` is reported as the
+/// first bad index `i`, one elsewhere as [`LogError::Unreadable`]; neither prints anything.
 pub fn verify(
     store: &Store,
     cp: &Checkpointer,
     progress: &mut dyn FnMut(VerifyProgress),
 ) -> Result<VerifyReport, LogError> {
+    super::guarded(store, || audit(store, cp, progress, true))
+}
+
+/// [`verify`] without the comparison with the checkpoint file, for the start-up check (which
+/// makes that comparison itself, before and after, with errors of its own).
+pub(crate) fn verify_sled(store: &Store, cp: &Checkpointer) -> Result<VerifyReport, LogError> {
+    super::guarded(store, || audit(store, cp, &mut |_| {}, false))
+}
+
+fn audit(
+    store: &Store,
+    cp: &Checkpointer,
+    progress: &mut dyn FnMut(VerifyProgress),
+    with_file: bool,
+) -> Result<VerifyReport, LogError> {
     // The checkpoint kept outside sled is read first: the writer replaces it only after sled's
     // commit, so read before sled's own checkpoint it is never ahead of it in a live log.
-    let outside = match checkpoint_file::read(store.dir(), cp) {
-        Ok(f) => f,
+    let outside = match with_file
+        .then(|| checkpoint_file::read(store.dir(), cp))
+        .transpose()
+    {
+        Ok(f) => f.flatten(),
         Err(e) => {
             return Ok(VerifyReport {
                 size: store.size()?,
@@ -113,7 +134,7 @@ pub fn verify(
             })
         }
     };
-    let file_missing = outside.is_none() && store.keeps_checkpoint_file()?;
+    let file_missing = with_file && outside.is_none() && store.keeps_checkpoint_file()?;
     // Audit exactly the tree of the latest signed checkpoint, so a server that keeps appending
     // during the audit does not make it compare entries and a checkpoint of different sizes.
     let signed = if store.size()? == 0 {
@@ -142,7 +163,18 @@ pub fn verify(
     let mut prev = ZERO_HASH;
     let mut entries = store.packed(0, size);
     for i in 0..size {
-        let packed = match entries.next() {
+        let next = match super::guard::catch(|| entries.next()) {
+            Ok(next) => next,
+            Err(panic) => {
+                let file = store.data_file().display().to_string();
+                return fail(
+                    report,
+                    i,
+                    format!("{file} cannot be read: sled failed: {panic}"),
+                );
+            }
+        };
+        let packed = match next {
             Some(Ok((idx, v))) if idx == i => v,
             Some(Ok(_)) | None => return fail(report, i, "entry missing".into()),
             Some(Err(e)) => return fail(report, i, format!("reading entry: {e}")),

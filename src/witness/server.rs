@@ -5,10 +5,13 @@
 //! who can reach the port can send requests. What one client can take is bounded:
 //! - at most [`MAX_CONNECTIONS`] open connections (the accept loop holds a permit per
 //!   connection and stops accepting while none is free);
-//! - request headers must arrive within [`HEADER_TIMEOUT`] and fit in [`MAX_HEADER_BYTES`],
-//!   the body within [`BODY_TIMEOUT`] and [`MAX_BODY_BYTES`] (413 beyond it);
-//! - at most [`MAX_IN_FLIGHT`] requests are checked at once (a tower concurrency limit); each
-//!   ends with a file sync, which runs on tokio's blocking pool.
+//! - a request's head must arrive within [`HEADER_TIMEOUT`] of the connection being ready for
+//!   it (hyper starts the timer when it waits for a head, so a silent new connection and an
+//!   idle kept-alive one are both closed after it) and fit in [`MAX_HEADER_BYTES`]; the body
+//!   must arrive within [`BODY_TIMEOUT`] and fit in [`MAX_BODY_BYTES`] (413 beyond it);
+//! - at most [`MAX_IN_FLIGHT`] requests are checked at once, each on tokio's blocking pool (it
+//!   ends with a file sync). The permit is taken once the body is in, so clients that send
+//!   slowly hold only their connection, not a place among the checks.
 //!
 //! [`status`] is the one place where an [`AddError`] becomes an HTTP status.
 
@@ -107,15 +110,22 @@ pub async fn serve(
 
 /// The routes: `POST /add-checkpoint`; anything else is 404 (405 for another method).
 fn router(witness: Arc<Witness>) -> Router {
+    let app = App {
+        witness,
+        checks: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+    };
     Router::new()
         .route("/add-checkpoint", post(add_checkpoint))
-        .with_state(witness)
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            MAX_IN_FLIGHT,
-        ))
+        .with_state(Arc::new(app))
 }
 
-async fn add_checkpoint(State(witness): State<Arc<Witness>>, body: Body) -> Response {
+/// What the handler needs: the witness and the permits of the checks in flight.
+struct App {
+    witness: Arc<Witness>,
+    checks: Arc<Semaphore>,
+}
+
+async fn add_checkpoint(State(app): State<Arc<App>>, body: Body) -> Response {
     let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
         .await
     {
@@ -139,7 +149,21 @@ async fn add_checkpoint(State(witness): State<Arc<Witness>>, body: Body) -> Resp
             )
         }
     };
-    match tokio::task::spawn_blocking(move || witness.add_checkpoint(&body)).await {
+    // The permit moves into the blocking task: a client that hangs up does not free its place
+    // before its check is done.
+    let Ok(permit) = app.checks.clone().acquire_owned().await else {
+        // The semaphore is never closed; answered rather than assumed.
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the witness is not taking requests\n".into(),
+        );
+    };
+    let witness = app.witness.clone();
+    let check = move || {
+        let _permit = permit;
+        witness.add_checkpoint(&body)
+    };
+    match tokio::task::spawn_blocking(check).await {
         Ok(Ok(cosignature)) => text(StatusCode::OK, cosignature),
         Ok(Err(e)) => refusal(&e),
         Err(e) => text(
@@ -170,6 +194,14 @@ fn refusal(e: &AddError) -> Response {
             format!("{size}\n"),
         )
             .into_response(),
+        // The details (file paths, OS errors) are for the operator's log, not for clients.
+        AddError::Internal(_) => {
+            tracing::error!(error = %e, "add-checkpoint failed");
+            text(
+                status(e),
+                "the witness could not cosign (see its log)\n".into(),
+            )
+        }
         _ => text(status(e), format!("{e}\n")),
     }
 }

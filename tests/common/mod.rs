@@ -661,11 +661,21 @@ impl ServeProcess {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`ServeProcess::start`] with extra environment variables (a failpoint, say).
+    pub fn start_with_env<I, S>(args: I, env: &[(&str, &str)]) -> ServeProcess
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
         use std::io::BufRead;
         use std::process::Stdio;
         let mut child = std::process::Command::new(BIN)
             .arg("serve")
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -714,6 +724,23 @@ impl ServeProcess {
     /// The stderr lines printed since the listening line (or the last call).
     pub fn stderr_lines(&self) -> Vec<String> {
         self.lines.try_iter().collect()
+    }
+
+    /// Waits (at most `limit`) for the process to exit by itself, and returns how it ended.
+    pub fn wait_exit(mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        self.stopped = true;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("poll serve") {
+                return s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("serve did not exit within {limit:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// `host:port` of the listening socket.
