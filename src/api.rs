@@ -21,6 +21,7 @@ use tonic::Status;
 use crate::ledger::{LedgerError, Reader};
 use crate::log::{AppendError, Log};
 use crate::pb;
+use crate::witness::submit::CosignedView;
 
 /// State shared by the services.
 #[derive(Clone)]
@@ -33,6 +34,8 @@ pub struct Ctx {
     pub audit: std::sync::Arc<tokio::sync::Semaphore>,
     /// Entry streams (GetEntries, WatchEntries) open at once across all connections.
     pub streams: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The latest checkpoint the log's witnesses cosigned, when it has witnesses.
+    pub cosigned: Option<CosignedView>,
 }
 
 /// The most entry streams open at once; each holds at most about 1.25 MiB (see `api::log`).
@@ -46,7 +49,14 @@ impl Ctx {
             closing: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
             audit: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
+            cosigned: None,
         }
+    }
+
+    /// Serves the cosigned checkpoint of `view` (GetCheckpoint) beside the log's own.
+    pub fn with_witnesses(mut self, view: CosignedView) -> Ctx {
+        self.cosigned = Some(view);
+        self
     }
 
     /// A place for one more entry stream, or RESOURCE_EXHAUSTED.

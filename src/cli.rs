@@ -6,12 +6,14 @@
 //! has one module with its clap types and its dispatcher (`source`, `claim`, `log`, `import`,
 //! `bench`); they share `connect` (the client options, the channel and the token), `parse`
 //! (command-line text into request fields), `request_id` (the idempotency key of every write),
-//! `proofs` (the checks the CLI does itself rather than trust the server) and `output`
+//! `proofs` and `cosigned` (the checks the CLI does itself rather than trust the server:
+//! proofs, signatures, witnesses' cosignatures) and `output`
 //! (everything printed).
 
 mod bench;
 mod claim;
 mod connect;
+mod cosigned;
 mod import;
 mod local;
 mod log;

@@ -13,6 +13,8 @@
 //!   parsed into a typed request at the edge.
 //! - `add`: the checks of `add-checkpoint` and the cosignature ([`Witness::add_checkpoint`],
 //!   [`AddError`]).
+//! - [`submit`]: the log's side: submitting checkpoints to witnesses, keeping the cosigned
+//!   checkpoint, halting the log on a witness's proof of a fork or a rollback.
 //! - `state`: the latest cosigned checkpoint of each log, one small file per origin, replaced
 //!   atomically and durably before a cosignature is returned.
 //! - `server`: the HTTP/1.1 endpoint ([`serve`]), its limits, and the one place where an
@@ -27,6 +29,7 @@ pub mod cosignature;
 mod request;
 mod server;
 mod state;
+pub mod submit;
 
 pub use add::AddError;
 pub use server::serve;

@@ -91,13 +91,23 @@ impl LogService for LogApi {
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
         let log = &self.0.log;
         let cp = log.latest_checkpoint().map_err(error::log)?;
+        let witnesses = self.0.cosigned.as_ref();
+        let cosigned = witnesses.and_then(|w| w.latest());
         Ok(Response::new(pb::GetCheckpointResponse {
-            note: cp.note,
             size: cp.size,
             root_hash: cp.root.0.to_vec(),
             origin: log.checkpointer().origin().to_string(),
             verifier_key: log.checkpointer().verifier_key().to_string(),
-            ..Default::default()
+            cosigned_is_latest: cosigned
+                .as_ref()
+                .is_some_and(|c| c.size == cp.size && c.root == cp.root),
+            cosigned_note: cosigned
+                .as_ref()
+                .map(|c| c.note.clone())
+                .unwrap_or_default(),
+            cosigned_size: cosigned.as_ref().map_or(0, |c| c.size),
+            witness_quorum: witnesses.map_or(0, |w| w.quorum() as u32),
+            note: cp.note,
         }))
     }
 

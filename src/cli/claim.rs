@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::connect::{connect, ClientOpts};
-use super::{output, parse, proofs, request_id};
+use super::{cosigned, output, parse, proofs, request_id};
 use crate::pb;
 
 #[derive(Subcommand)]
@@ -137,6 +137,7 @@ pub async fn run(cmd: ClaimCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             output::print(o.json, &r, output::claim_submitted)?;
+            cosigned::after_write(&mut c, o, &r.receipt).await;
         }
         ClaimCmd::Evidence {
             claim_id,
@@ -173,6 +174,7 @@ pub async fn run(cmd: ClaimCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             output::print(o.json, &r, output::evidence_added)?;
+            cosigned::after_write(&mut c, o, &r.receipt).await;
         }
         ClaimCmd::Verdict {
             claim_id,
@@ -197,6 +199,7 @@ pub async fn run(cmd: ClaimCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             output::print(o.json, &r, output::verdict_recorded)?;
+            cosigned::after_write(&mut c, o, &r.receipt).await;
         }
         ClaimCmd::Retract {
             claim_id,
@@ -220,6 +223,7 @@ pub async fn run(cmd: ClaimCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             output::print(o.json, &r, output::retracted)?;
+            cosigned::after_write(&mut c, o, &r.receipt).await;
         }
         ClaimCmd::Get { id } => {
             let r = c
@@ -239,10 +243,19 @@ pub async fn run(cmd: ClaimCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
                 })
                 .await?
                 .into_inner();
+            let mut witnessing = None;
             if proof {
-                proofs::verify_status_proofs(&mut c, o, &r).await?;
+                let answer = proofs::verify_status_proofs(&mut c, o, &r).await?;
+                let w = cosigned::fetch(&mut c, o).await?;
+                let s = cosigned::prove_status(&mut c, &w, &r, answer).await?;
+                witnessing = Some((s, w));
             }
-            output::print(o.json, &r, |r| output::claim_status(r, proof))?;
+            output::print(o.json, &r, |r| {
+                output::claim_status(r, proof);
+                if let Some((s, w)) = &witnessing {
+                    output::status_witnessing(s, w);
+                }
+            })?;
         }
         ClaimCmd::List {
             kind,

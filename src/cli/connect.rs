@@ -37,6 +37,18 @@ pub struct ClientOpts {
     /// the key the server itself reports is used, which proves consistency but not identity.
     #[arg(long, global = true, env = "CLAIMLEDGER_VERIFIER_KEY")]
     pub verifier_key: Option<String>,
+    /// A witness's cosignature verifier key (`name+hash+base64`, as `claimledger witness`
+    /// prints it). `log checkpoint` fails unless the cosigned checkpoint carries a valid
+    /// cosignature by it; receipts and `claim status --proof` say which of these cosigned.
+    /// Repeatable (or comma-separated in the environment variable).
+    #[arg(
+        long = "witness-key",
+        global = true,
+        env = "CLAIMLEDGER_WITNESS_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY"
+    )]
+    pub witness_keys: Vec<String>,
     /// PEM CA certificate(s) to verify an `https://` server with, instead of the platform's
     /// root certificates.
     #[arg(long, global = true, env = "CLAIMLEDGER_CA_CERT", value_name = "FILE")]

@@ -18,6 +18,7 @@ use crate::api::{
 };
 use crate::ledger::{self, LedgerApply};
 use crate::log::{self, checkpoint::Checkpointer, Log, Options, Store};
+use crate::witness::submit::{self, Submitter, WitnessConfig, Witnessing};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -64,6 +65,15 @@ pub struct ServeArgs {
     /// signed checkpoint (O(log n)); a changed entry is then found by `verify`, not at start.
     #[arg(long)]
     quick_open: bool,
+    /// A witness to submit checkpoints to: its submission URL (`POST URL/add-checkpoint`) and
+    /// its cosignature verifier key (`name+hash+base64`, as `claimledger witness` prints it).
+    /// Repeatable.
+    #[arg(long = "witness", value_name = "URL=VERIFIER_KEY")]
+    witnesses: Vec<WitnessConfig>,
+    /// How many witnesses must cosign a checkpoint before it is served as cosigned (default:
+    /// all of them).
+    #[arg(long, value_name = "N")]
+    witness_quorum: Option<usize>,
 }
 
 #[derive(Args)]
@@ -158,6 +168,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(p) => Auth::Tokens(Arc::new(Tokens::load(p).map_err(anyhow::Error::msg)?)),
     };
     let tls = tls_config(&a)?;
+    let witnessing = Witnessing::new(a.witnesses.clone(), a.witness_quorum)?;
     let (listener, addr) = api::server::bind(&a.addr).await?;
     check_exposure(&a, addr)?;
     let nofile = raise_open_file_limit();
@@ -192,11 +203,38 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         "log opened and checked"
     );
     eprintln!("verifier key: {}", cp.verifier_key());
+    let mut ctx = api::Ctx::new(log.clone());
+    if let Some(w) = witnessing {
+        ctx = start_witnessing(ctx, &log, &a.data_dir, w).await;
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("claimledger listening on {scheme}://{addr}");
     let config = Config { auth, tls, limits };
-    api::server::serve(api::Ctx::new(log), listener, config, shutdown).await?;
+    api::server::serve(ctx, listener, config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the witnesses, runs the first round before the server listens (so a restored copy
+/// of the data directory is caught before it signs anything new), and starts the submitter.
+/// An unreachable witness is a warning; a witness's proof of a fork leaves the server up but
+/// halted (health NOT_SERVING, writes refused with the reason) so the operator sees why.
+async fn start_witnessing(ctx: api::Ctx, log: &Log, dir: &Path, w: Witnessing) -> api::Ctx {
+    for cfg in w.witnesses() {
+        eprintln!("{cfg}: key {}", cfg.verifier().verifier_key());
+    }
+    eprintln!("witness quorum: {} of {}", w.quorum(), w.witnesses().len());
+    let (mut submitter, view) = Submitter::new(log.clone(), dir, w);
+    let first = submitter.first_round(submit::FIRST_ROUND_TIMEOUT).await;
+    for why in &first.failed {
+        tracing::warn!("{why}");
+    }
+    match (&first.halted, first.cosigned) {
+        (Some(why), _) => eprintln!("error: the log is halted: {why}"),
+        (None, Some(size)) => eprintln!("cosigned checkpoint: size {size}"),
+        (None, None) => eprintln!("no checkpoint cosigned by the quorum yet"),
+    }
+    tokio::spawn(submitter.run(ctx.closing.subscribe()));
+    ctx.with_witnesses(view)
 }
 
 /// `recover`: the explicit way past [`log::LogError::Shrunk`] and [`log::LogError::Diverged`].

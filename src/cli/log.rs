@@ -7,12 +7,14 @@ use anyhow::bail;
 use clap::Subcommand;
 
 use super::connect::{connect, ClientOpts};
-use super::{output, parse, proofs};
+use super::{cosigned, output, parse, proofs};
 use crate::pb::{self, get_inclusion_proof_request::Leaf};
 
 #[derive(Subcommand)]
 pub enum LogCmd {
-    /// The latest signed checkpoint and the verifier key.
+    /// The latest signed checkpoint and the verifier key, and the latest checkpoint the log's
+    /// witnesses cosigned: with `--witness-key` (repeatable), fails unless each of those
+    /// witnesses has a valid cosignature on it.
     Checkpoint,
     /// Entries [start, end) as JSON lines (decoded) or index/leaf lines.
     Entries {
@@ -61,8 +63,13 @@ pub async fn run(cmd: LogCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
                 .get_checkpoint(pb::GetCheckpointRequest {})
                 .await?
                 .into_inner();
-            proofs::checked_checkpoint(&mut c, o, &r.note).await?;
-            output::print(o.json, &r, output::checkpoint)?;
+            let (size, root) = proofs::checked_checkpoint(&mut c, o, &r.note).await?;
+            let w = cosigned::check(&r, o)?;
+            w.require_every_key()?;
+            if let Some(old) = w.cosigned {
+                cosigned::check_extends(&mut c, old, (size, root)).await?;
+            }
+            output::print(o.json, &r, |r| output::checkpoint(r, &w))?;
         }
         LogCmd::Entries { start, end } => {
             let mut s = c

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::cosigned::{StatusWitnessing, Witnessed};
 use crate::pb;
 
 /// Prints `v` as pretty proto3 JSON with `json`, otherwise with `human`.
@@ -358,10 +359,124 @@ pub fn claim_status(s: &pb::GetClaimStatusResponse, proofs_verified: bool) {
 // The log
 // ---------------------------------------------------------------------------------------------
 
-pub fn checkpoint(r: &pb::GetCheckpointResponse) {
+pub fn checkpoint(r: &pb::GetCheckpointResponse, w: &Witnessed) {
     println!("{}", clean_lines(&r.note, ""));
     println!("size {}  root {}", r.size, hex(&r.root_hash));
     println!("verifier key {}", clean(&r.verifier_key));
+    if w.quorum == 0 {
+        return;
+    }
+    let Some((size, _)) = w.cosigned else {
+        println!(
+            "witnesses: none has cosigned a checkpoint yet (quorum {})",
+            w.quorum
+        );
+        return;
+    };
+    println!(
+        "cosigned checkpoint: size {size}{} (quorum {}; the latest checkpoint extends it, checked)",
+        if r.cosigned_is_latest {
+            ", the latest"
+        } else {
+            ""
+        },
+        w.quorum
+    );
+    cosigners(w, "  ");
+    println!("{}", clean_lines(&r.cosigned_note, "  "));
+}
+
+/// The `--witness-key` witnesses and whether each cosigned, or how many cosignatures went
+/// unchecked.
+fn cosigners(w: &Witnessed, indent: &str) {
+    for (name, at) in &w.checked {
+        match at {
+            Some(t) => println!(
+                "{indent}cosigned by {} at {} (verified with --witness-key)",
+                clean(name),
+                unix_time(*t)
+            ),
+            None => println!("{indent}not cosigned by {}", clean(name)),
+        }
+    }
+    if w.checked.is_empty() {
+        println!(
+            "{indent}{} cosignature(s), not checked: pass --witness-key KEY for the witnesses you trust",
+            w.unchecked
+        );
+    }
+}
+
+/// A cosignature's time (Unix seconds) in RFC 3339.
+fn unix_time(t: u64) -> String {
+    let ts = pbjson_types::Timestamp {
+        seconds: i64::try_from(t).unwrap_or(i64::MAX),
+        nanos: 0,
+    };
+    match serde_json::to_value(ts) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{t} (Unix seconds)"),
+    }
+}
+
+/// Whether a receipt's checkpoint is cosigned (only for a log with witnesses).
+pub fn receipt_witnessing(r: &Option<pb::Receipt>, w: &Witnessed) {
+    let Some(r) = r else { return };
+    if w.quorum == 0 {
+        return;
+    }
+    let size = r.tree_size;
+    match w.cosigned {
+        Some((c, _)) if c == size => {
+            println!("  checkpoint size {size} is cosigned");
+            cosigners(w, "    ");
+        }
+        Some((c, _)) if c > size => println!(
+            "  checkpoint size {size} (not cosigned itself; the cosigned checkpoint of size {c} \
+             covers the entry: `claimledger log proof --index {} --size {c}`)",
+            r.index
+        ),
+        Some((c, _)) => {
+            println!("  checkpoint size {size} (not yet cosigned; latest cosigned size {c})")
+        }
+        None => println!("  checkpoint size {size} (not yet cosigned; no cosigned checkpoint yet)"),
+    }
+}
+
+/// How a `claim status --proof` answer stands with the witnesses.
+pub fn status_witnessing(s: &StatusWitnessing, w: &Witnessed) {
+    match s {
+        StatusWitnessing::None => {}
+        StatusWitnessing::Cosigned { size } => {
+            println!("  the checkpoint of size {size} is cosigned");
+            cosigners(w, "    ");
+        }
+        StatusWitnessing::ProvenAgainst { size, answer_size } => println!(
+            "  entries also proven against the cosigned checkpoint of size {size} \
+             (checkpoint size {answer_size} is not yet cosigned; it is consistent with it)"
+        ),
+        StatusWitnessing::NotYet {
+            answer_size,
+            cosigned: Some(c),
+        } => println!(
+            "  checkpoint size {answer_size} (not yet cosigned; latest cosigned size {c} \
+             does not cover every entry)"
+        ),
+        StatusWitnessing::NotYet {
+            answer_size,
+            cosigned: None,
+        } => println!(
+            "  checkpoint size {answer_size} (not yet cosigned; no cosigned checkpoint yet)"
+        ),
+    }
+    if let StatusWitnessing::ProvenAgainst { .. } = s {
+        cosigners(w, "    ");
+    }
+}
+
+/// The witnesses could not be checked after a write (the write itself succeeded).
+pub fn witnessing_unchecked(e: &anyhow::Error) {
+    eprintln!("  witnesses: not checked: {}", clean(&format!("{e:#}")));
 }
 
 /// One log entry: decoded as a JSON line with `json`, otherwise index, leaf, actor and a

@@ -49,12 +49,12 @@ pub async fn signed_head(c: &mut Clients, o: &ClientOpts) -> anyhow::Result<(u64
 }
 
 /// Checks the checkpoint of a `claim status --proof` answer and every entry's inclusion proof
-/// against it.
+/// against it; returns the checkpoint's (size, root).
 pub async fn verify_status_proofs(
     c: &mut Clients,
     o: &ClientOpts,
     r: &pb::GetClaimStatusResponse,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(u64, Hash)> {
     let (size, root) = checked_checkpoint(c, o, &r.checkpoint).await?;
     for p in &r.proofs {
         tlog_tiles::check_record(
@@ -66,7 +66,7 @@ pub async fn verify_status_proofs(
         )
         .map_err(|e| anyhow!("proof for entry {} does not verify: {e}", p.index))?;
     }
-    Ok(())
+    Ok((size, root))
 }
 
 /// Checks an inclusion proof against `root`.

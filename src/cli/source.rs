@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::connect::{connect, ClientOpts};
-use super::{output, parse, request_id};
+use super::{cosigned, output, parse, request_id};
 use crate::pb;
 
 #[derive(Subcommand)]
@@ -93,6 +93,7 @@ pub async fn run(cmd: SourceCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             output::print(o.json, &r, output::source_registered)?;
+            cosigned::after_write(&mut c, o, &r.receipt).await;
         }
         SourceCmd::Grade {
             id,
@@ -112,6 +113,7 @@ pub async fn run(cmd: SourceCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             output::print(o.json, &r, output::source_graded)?;
+            cosigned::after_write(&mut c, o, &r.receipt).await;
         }
         SourceCmd::Get { id } => {
             let r = c

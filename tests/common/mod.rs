@@ -721,6 +721,11 @@ impl ServeProcess {
         }
     }
 
+    /// The stderr lines printed since the listening line (or the last call).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// Waits (at most `limit`) for the process to exit by itself, and returns how it ended.
     pub fn wait_exit(mut self, limit: std::time::Duration) -> std::process::ExitStatus {
         self.stopped = true;
