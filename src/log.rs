@@ -94,6 +94,9 @@ pub(crate) enum Msg {
     Append(AppendRequest),
     /// Commit everything queued so far, refuse anything later, and exit.
     Stop,
+    /// The checkpoint file of the group of this size is written (from the writer's own
+    /// checkpoint-file thread, so an idle writer wakes for it as it would for a request).
+    FileWritten(u64),
 }
 
 /// A request to append one entry.
@@ -190,6 +193,7 @@ impl Log {
                 size_tx,
                 failed_tx,
                 halt_rx,
+                wake: tx.downgrade(),
             },
             writer::Settings {
                 max_group: opts.max_group.max(1),

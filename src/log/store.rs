@@ -77,6 +77,15 @@ pub const CACHE_BYTES: u64 = 96 * 1024 * 1024;
 /// and reading one from sled means fetching a whole entry value.
 const CACHED_LEVEL: u8 = 3;
 
+/// How long [`Store::open`] waits for sled's lock on its data file, and how often it tries.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Whether sled failed to open because another handle holds the lock on its data file.
+fn is_lock_busy(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
 /// The log's storage. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -121,18 +130,41 @@ impl Store {
             reason,
         };
         // sled panics on some damaged files rather than returning an error.
-        let db = super::guard::catch(|| {
-            sled::Config::new()
-                .path(&path)
-                .cache_capacity(CACHE_BYTES)
-                .mode(sled::Mode::HighThroughput)
-                .open()
-        })
-        .map_err(|panic| unreadable(format!("sled failed opening it: {panic}")))?
-        .map_err(|e| match e {
-            sled::Error::Io(e) => LogError::io(&path, e),
-            e => unreadable(format!("sled cannot open it: {e}")),
-        })?;
+        let open = || {
+            super::guard::catch(|| {
+                sled::Config::new()
+                    .path(&path)
+                    .cache_capacity(CACHE_BYTES)
+                    .mode(sled::Mode::HighThroughput)
+                    .open()
+            })
+            .map_err(|panic| unreadable(format!("sled failed opening it: {panic}")))
+        };
+        // sled locks its data file while a handle is open, and after the last handle of a
+        // database closed its I/O threads may hold the file for a few more milliseconds: a
+        // reopen right after a close (tests, an offline command right after a stop) waits a
+        // little for the lock before saying the directory is in use.
+        let mut waited = std::time::Duration::ZERO;
+        let db = loop {
+            match open()? {
+                Err(sled::Error::Io(e)) if is_lock_busy(&e) && waited < LOCK_WAIT => {
+                    std::thread::sleep(LOCK_RETRY);
+                    waited += LOCK_RETRY;
+                }
+                Err(sled::Error::Io(e)) if is_lock_busy(&e) => {
+                    return Err(LogError::Io {
+                        path: path.display().to_string(),
+                        source: std::io::Error::new(
+                            e.kind(),
+                            "in use by another process (sled holds a lock on its data file)",
+                        ),
+                    })
+                }
+                Err(sled::Error::Io(e)) => return Err(LogError::io(&path, e)),
+                Err(e) => return Err(unreadable(format!("sled cannot open it: {e}"))),
+                Ok(db) => break db,
+            }
+        };
         let tree: sled::Tree = (*db).clone();
         // sled 0.34 keeps all pages in one file, `db`, inside its directory, and never replaces
         // it, so this handle stays the file sled writes.

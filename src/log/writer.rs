@@ -10,14 +10,21 @@
 //! 2. computes the stored hashes in sumdb order and the new root, and signs one checkpoint;
 //! 3. writes entries (each with its stored hashes), leaf→index, domain indexes, size and
 //!    checkpoint as one atomic sled batch, flushes, and fdatasyncs sled's data file;
-//! 4. only then answers every request with its receipt (inclusion proof against that checkpoint)
-//!    and publishes the new size to tails.
+//! 4. hands the checkpoint to the checkpoint-file thread ([`checkpoint_file`]: temp file,
+//!    fsync, rename, directory fsync), and goes on with the next group while it writes;
+//! 5. once that file is written — after the next group's sled commit, if one was waiting —
+//!    answers every request with its receipt (inclusion proof against that checkpoint) and
+//!    publishes the new size to tails.
+//!
+//! So the file write of group N overlaps the work of group N+1, and a receipt's checkpoint is
+//! always on disk outside sled before the receipt is sent.
 //!
 //! If the commit fails, every request of the group gets the error and the in-memory state is
 //! left as it was, so nothing unacknowledged is ever reported as written. What happens next
 //! depends on the failure ([`SyncFailure`]):
-//! - one that cannot have lost anything (no file descriptor to open a blob file with) leaves the
-//!   group *pending*: applied in sled but not known durable. The writer retries the sync every
+//! - one that cannot have lost anything (no file descriptor to open a blob file with, or the
+//!   checkpoint file not written) leaves the group *pending*: applied in sled but not known
+//!   durable (or not yet acknowledgeable). The writer retries the sync and the file every
 //!   [`RETRY`] and refuses new groups with UNAVAILABLE meanwhile; once the sync succeeds the
 //!   pending entries are published like any other, so a client retrying with the same request
 //!   id gets the first receipt;
@@ -60,6 +67,9 @@ pub(crate) struct Signals {
     pub failed_tx: watch::Sender<Option<String>>,
     /// Set by `Log::halt`.
     pub halt_rx: watch::Receiver<Option<String>>,
+    /// The writer's own queue, for the checkpoint-file thread to wake it (weak, so the queue
+    /// still closes when every `Log` is gone).
+    pub wake: mpsc::WeakSender<Msg>,
 }
 
 /// How the writer works.
@@ -103,6 +113,7 @@ pub(crate) fn spawn(
     } else {
         store.leaf_hash_at(size - 1)?
     };
+    let store_dir = store.dir().to_path_buf();
     let mut w = Writer {
         store,
         checkpointer,
@@ -113,7 +124,11 @@ pub(crate) fn spawn(
         pending: None,
         failed_tx: signals.failed_tx,
         halt_rx: signals.halt_rx,
-        external_checkpoint: settings.external_checkpoint,
+        file: if settings.external_checkpoint {
+            Some(FileWriter::spawn(store_dir, signals.wake)?)
+        } else {
+            None
+        },
         crash_at: settings.crash_before_checkpoint_file,
     };
     let size_tx = signals.size_tx;
@@ -143,8 +158,108 @@ struct Writer {
     failed_tx: watch::Sender<Option<String>>,
     /// Set by `Log::halt`: checked before every group, so nothing is signed once it is.
     halt_rx: watch::Receiver<Option<String>>,
-    external_checkpoint: bool,
+    /// Writes the checkpoint file outside sled, on its own thread (`None`: not kept).
+    file: Option<FileWriter>,
     crash_at: Option<u64>,
+}
+
+/// The thread that replaces the checkpoint file, so that writing it for one group overlaps the
+/// next group's work (validation, hashing, the sled commit and its fdatasync).
+struct FileWriter {
+    tx: std::sync::mpsc::Sender<(
+        SignedCheckpoint,
+        std::sync::mpsc::SyncSender<Result<(), LogError>>,
+    )>,
+}
+
+impl FileWriter {
+    fn spawn(dir: std::path::PathBuf, wake: mpsc::WeakSender<Msg>) -> Result<FileWriter, LogError> {
+        let (tx, rx) = std::sync::mpsc::channel::<(
+            SignedCheckpoint,
+            std::sync::mpsc::SyncSender<Result<(), LogError>>,
+        )>();
+        std::thread::Builder::new()
+            .name("claimledger-checkpoint-file".into())
+            .spawn(move || {
+                // Ends when the writer drops its sender.
+                for (checkpoint, done) in rx {
+                    let _ = done.send(checkpoint_file::write(&dir, &checkpoint));
+                    // The answer is already there for the writer to take; this only wakes it
+                    // if it sleeps on its queue. A closed queue means it is stopping and
+                    // takes the answer without being woken.
+                    // Never blocking: with the queue full the writer is busy anyway, and it
+                    // checks for a finished write before it sleeps (`InFlight::written`).
+                    if let Some(tx) = wake.upgrade() {
+                        let _ = tx.try_send(Msg::FileWritten(checkpoint.size));
+                    }
+                }
+            })
+            .map_err(|e| LogError::Internal(format!("spawning the checkpoint file writer: {e}")))?;
+        Ok(FileWriter { tx })
+    }
+
+    /// Starts writing `checkpoint`; the answer arrives on the returned receiver.
+    fn start(
+        &self,
+        checkpoint: SignedCheckpoint,
+    ) -> std::sync::mpsc::Receiver<Result<(), LogError>> {
+        let (done, rx) = std::sync::mpsc::sync_channel(1);
+        if let Err(std::sync::mpsc::SendError((_, done))) = self.tx.send((checkpoint, done)) {
+            let _ = done.send(Err(LogError::Internal(
+                "the checkpoint file writer has stopped".into(),
+            )));
+        }
+        rx
+    }
+}
+
+/// A group durable in sled whose checkpoint file is being written: its callers are answered,
+/// and its size published, once that write ends.
+struct InFlight {
+    size: u64,
+    last: Hash,
+    checkpoint: SignedCheckpoint,
+    receipts: Vec<(Reply, Result<Receipt, AppendError>)>,
+    refused: Vec<(Reply, Rejection)>,
+    /// The answer of the checkpoint-file thread.
+    file: Option<std::sync::mpsc::Receiver<Result<(), LogError>>>,
+    /// That answer, once taken from `file`.
+    written: Option<Result<(), LogError>>,
+}
+
+impl InFlight {
+    /// Whether the checkpoint file write has ended (without waiting).
+    fn written(&mut self) -> bool {
+        if self.written.is_none() {
+            if let Some(rx) = &self.file {
+                match rx.try_recv() {
+                    Ok(r) => self.written = Some(r),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        self.written = Some(Err(LogError::Internal(
+                            "the checkpoint file writer has stopped".into(),
+                        )))
+                    }
+                }
+            }
+        }
+        self.written.is_some()
+    }
+
+    /// Waits for the checkpoint file write to end.
+    fn wait(&mut self) -> Result<(), LogError> {
+        if let Some(r) = self.written.take() {
+            return r;
+        }
+        match &self.file {
+            None => Ok(()),
+            Some(rx) => rx.recv().unwrap_or_else(|_| {
+                Err(LogError::Internal(
+                    "the checkpoint file writer has stopped".into(),
+                ))
+            }),
+        }
+    }
 }
 
 struct Pending {
@@ -219,6 +334,8 @@ impl Writer {
     fn run(&mut self, mut rx: mpsc::Receiver<Msg>, size_tx: watch::Sender<u64>, max_group: usize) {
         let mut group = Vec::with_capacity(max_group);
         let mut stopping = false;
+        // The previous group, durable in sled, while its checkpoint file is being written.
+        let mut inflight: Option<InFlight> = None;
         while !stopping {
             if self.pending.is_some() {
                 self.retry_pending(&size_tx);
@@ -234,16 +351,29 @@ impl Writer {
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
                 }
+            } else if let Some(prev) = inflight.take_if(|f| f.written()) {
+                self.finish(prev, None, &size_tx);
+                continue;
             } else {
+                // With a file write in flight this waits for whichever comes first: a request,
+                // whose group then overlaps the write, or the write's end (`FileWritten`).
                 rx.blocking_recv()
             };
             match next {
                 Some(Msg::Append(first)) => group.push(first),
+                Some(Msg::FileWritten(size)) => {
+                    if let Some(prev) = inflight.take_if(|f| f.size == size) {
+                        self.finish(prev, None, &size_tx);
+                    }
+                    continue;
+                }
                 Some(Msg::Stop) | None => stopping = true,
             }
             while group.len() < max_group && !stopping {
                 match rx.try_recv() {
                     Ok(Msg::Append(r)) => group.push(r),
+                    // The group in flight is finished by the next commit anyway.
+                    Ok(Msg::FileWritten(_)) => {}
                     Ok(Msg::Stop) => stopping = true,
                     Err(_) => break,
                 }
@@ -258,13 +388,16 @@ impl Writer {
                 }
             }
             if !group.is_empty() {
-                self.commit_group(std::mem::take(&mut group), &size_tx);
+                inflight = self.commit_group(std::mem::take(&mut group), inflight.take(), &size_tx);
             }
+        }
+        if let Some(prev) = inflight.take() {
+            self.finish(prev, None, &size_tx);
         }
         // Every request that reached the queue has been answered.
     }
 
-    /// Tries the pending group's sync again; on success publishes it.
+    /// Tries the pending group's sync (and its checkpoint file) again; on success publishes it.
     fn retry_pending(&mut self, size_tx: &watch::Sender<u64>) {
         let Some(mut p) = self.pending.take() else {
             return;
@@ -282,7 +415,10 @@ impl Writer {
                 self.size = p.size;
                 self.last = p.last;
                 size_tx.send_replace(self.size);
-                self.failed_tx.send_replace(None);
+                // A writer stopped for good stays unhealthy even if a pending group recovers.
+                if self.failed.is_none() {
+                    self.failed_tx.send_replace(None);
+                }
             }
             Err(SyncFailure::Retry(e)) => {
                 p.why = e.to_string();
@@ -298,32 +434,88 @@ impl Writer {
         self.failed_tx.send_replace(Some(why));
     }
 
-    fn commit_group(&mut self, group: Vec<AppendRequest>, size_tx: &watch::Sender<u64>) {
-        let halted = self.halt_rx.borrow().clone();
-        if let Some(why) = halted {
-            for req in group {
-                let _ = req.reply.send(Err(LogError::Halted(why.clone()).into()));
+    /// Ends `prev`: waits for its checkpoint file, then answers its callers and publishes its
+    /// size. If the file could not be written the group becomes pending (its entries are
+    /// durable in sled, so a later write of the file, or of a later group's, publishes them)
+    /// unless `newer` — a later group already durable in sled — takes its place.
+    /// Returns whether `prev` was published.
+    fn finish(
+        &mut self,
+        prev: InFlight,
+        newer: Option<&InFlight>,
+        size_tx: &watch::Sender<u64>,
+    ) -> bool {
+        let mut prev = prev;
+        match prev.wait() {
+            Ok(()) => {
+                size_tx.send_replace(prev.size);
+                for (reply, receipt) in prev.receipts {
+                    let _ = reply.send(receipt);
+                }
+                answer_refused(prev.refused, None);
+                true
             }
-            return;
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::warn!(error = %msg, "checkpoint file not written yet; retrying");
+                self.failed_tx.send_replace(Some(format!(
+                    "the checkpoint file is not written yet, retrying: {msg}"
+                )));
+                if newer.is_none() && self.pending.is_none() {
+                    self.pending = Some(Pending {
+                        size: prev.size,
+                        last: prev.last,
+                        checkpoint: prev.checkpoint,
+                        why: msg.clone(),
+                    });
+                }
+                for (reply, _) in prev.receipts {
+                    let _ = reply.send(Err(LogError::Unavailable(format!(
+                        "the commit is not durable yet ({msg}); retry with the same request_id"
+                    ))
+                    .into()));
+                }
+                answer_refused(prev.refused, Some(&msg));
+                false
+            }
         }
-        if let Some(why) = &self.failed {
-            for req in group {
-                let _ = req.reply.send(Err(LogError::Internal(format!(
+    }
+
+    /// Commits `group` to sled; then ends `prev` (whose checkpoint file was written meanwhile)
+    /// and starts this group's checkpoint file, returned as the new group in flight.
+    fn commit_group(
+        &mut self,
+        group: Vec<AppendRequest>,
+        prev: Option<InFlight>,
+        size_tx: &watch::Sender<u64>,
+    ) -> Option<InFlight> {
+        let halted = self.halt_rx.borrow().clone();
+        let refusal = if let Some(why) = halted {
+            Some(AppendError::from(LogError::Halted(why)))
+        } else if let Some(why) = &self.failed {
+            Some(
+                LogError::Internal(format!(
                     "the log stopped accepting writes after a failed commit: {why}"
                 ))
-                .into()));
-            }
-            return;
-        }
-        if let Some(p) = &self.pending {
-            for req in group {
-                let _ = req.reply.send(Err(LogError::Unavailable(format!(
+                .into(),
+            )
+        } else {
+            self.pending.as_ref().map(|p| {
+                LogError::Unavailable(format!(
                     "storage is failing ({}); retry with the same request_id",
                     p.why
                 ))
-                .into()));
+                .into()
+            })
+        };
+        if let Some(refusal) = refusal {
+            if let Some(prev) = prev {
+                self.finish(prev, None, size_tx);
             }
-            return;
+            for req in group {
+                let _ = req.reply.send(Err(clone_refusal(&refusal)));
+            }
+            return None;
         }
         let mut batch = sled::Batch::default();
         let mut overlay = Overlay::new();
@@ -384,13 +576,21 @@ impl Writer {
             last = leaf;
         }
         if staged.is_empty() {
-            answer_refused(refused, None);
-            return;
+            // Nothing to commit; the refusals rest on committed state (or on `prev`, which is
+            // durable in sled), so they are answered once `prev` is.
+            let published = prev.is_none_or(|p| self.finish(p, None, size_tx));
+            let failed = (!published).then_some("the previous group is not durable yet");
+            answer_refused(refused, failed);
+            return None;
         }
 
         let result = self.commit(batch, overlay, &reader, size);
         match result {
             Err(CommitFailure::Pending(e, checkpoint)) => {
+                // The group before this one is durable in sled whatever happens here.
+                if let Some(prev) = prev {
+                    self.finish(prev, None, size_tx);
+                }
                 let msg = e.to_string();
                 tracing::warn!(error = %msg, "commit not durable yet; retrying");
                 self.failed_tx
@@ -408,8 +608,12 @@ impl Writer {
                     .into()));
                 }
                 answer_refused(refused, Some(&msg));
+                None
             }
             Err(CommitFailure::Final(e)) => {
+                if let Some(prev) = prev {
+                    self.finish(prev, None, size_tx);
+                }
                 let msg = e.to_string();
                 self.stop_for_good(msg.clone());
                 for s in staged {
@@ -418,30 +622,83 @@ impl Writer {
                     ));
                 }
                 answer_refused(refused, Some(&msg));
+                None
             }
             Ok(checkpoint) => {
                 self.size = size;
                 self.last = last;
-                size_tx.send_replace(size);
-                for s in staged {
-                    // The proof is built from the group's hashes, not re-read from sled: they
-                    // are the values just committed.
-                    let receipt = tlog_tiles::prove_record(size, s.index, &reader)
-                        .map_err(|e| LogError::Corrupt(format!("proof: {e}")))
-                        .map(|inclusion_proof| Receipt {
-                            index: s.index,
-                            leaf_hash: s.leaf,
-                            checkpoint: checkpoint.clone(),
-                            inclusion_proof,
-                        })
-                        .map_err(AppendError::from);
-                    let _ = s.reply.send(receipt);
+                // The proofs are built from the group's hashes, not re-read from sled: they are
+                // the values just committed.
+                let receipts = staged
+                    .into_iter()
+                    .map(|s| {
+                        let receipt = tlog_tiles::prove_record(size, s.index, &reader)
+                            .map_err(|e| LogError::Corrupt(format!("proof: {e}")))
+                            .map(|inclusion_proof| Receipt {
+                                index: s.index,
+                                leaf_hash: s.leaf,
+                                checkpoint: checkpoint.clone(),
+                                inclusion_proof,
+                            })
+                            .map_err(AppendError::from);
+                        (s.reply, receipt)
+                    })
+                    .collect();
+                let mut current = InFlight {
+                    size,
+                    last,
+                    checkpoint: checkpoint.clone(),
+                    receipts,
+                    refused,
+                    file: None,
+                    written: None,
+                };
+                if let Some(prev) = prev {
+                    if !self.finish(prev, Some(&current), size_tx) {
+                        // The file for the group before failed: this group is durable in sled
+                        // and covers it, so it becomes the pending one, its callers told to
+                        // retry, and the retry writes its checkpoint file.
+                        let why = "the checkpoint file of the previous group failed".to_string();
+                        self.pending = Some(Pending {
+                            size,
+                            last,
+                            checkpoint,
+                            why: why.clone(),
+                        });
+                        for (reply, _) in current.receipts {
+                            let _ = reply.send(Err(LogError::Unavailable(format!(
+                                "the commit is not durable yet ({why}); retry with the same \
+                                 request_id"
+                            ))
+                            .into()));
+                        }
+                        answer_refused(current.refused, Some(&why));
+                        return None;
+                    }
                 }
-                answer_refused(refused, None);
+                if self.crash_at.is_some_and(|at| size >= at) {
+                    tracing::error!(
+                        size,
+                        "failpoint: aborting between the sled commit and the checkpoint file"
+                    );
+                    std::process::abort();
+                }
+                match &self.file {
+                    Some(f) => {
+                        current.file = Some(f.start(checkpoint));
+                        Some(current)
+                    }
+                    // No file to wait for: answer at once.
+                    None => {
+                        self.finish(current, None, size_tx);
+                        None
+                    }
+                }
             }
         }
     }
 
+    /// Signs the group's checkpoint, applies its batch to sled and makes it durable there.
     fn commit(
         &self,
         mut batch: sled::Batch,
@@ -468,35 +725,31 @@ impl Writer {
             .apply_batch(batch)
             .map_err(|e| CommitFailure::Final(e.into()))?;
         match self.store.sync_classified() {
-            Ok(()) => {}
-            Err(SyncFailure::Retry(e)) => {
-                return Err(CommitFailure::Pending(e, Box::new(checkpoint)))
-            }
-            Err(SyncFailure::Final(e)) => return Err(CommitFailure::Final(e)),
-        }
-        if self.crash_at.is_some_and(|at| size >= at) {
-            tracing::error!(
-                size,
-                "failpoint: aborting between the sled commit and the checkpoint file"
-            );
-            std::process::abort();
-        }
-        match self.write_checkpoint_file(&checkpoint) {
             Ok(()) => Ok(checkpoint),
-            Err(SyncFailure::Retry(e) | SyncFailure::Final(e)) => {
-                Err(CommitFailure::Pending(e, Box::new(checkpoint)))
-            }
+            Err(SyncFailure::Retry(e)) => Err(CommitFailure::Pending(e, Box::new(checkpoint))),
+            Err(SyncFailure::Final(e)) => Err(CommitFailure::Final(e)),
         }
     }
 
-    /// Replaces the checkpoint file outside sled. Every failure may be retried: each try writes
-    /// a new temporary file, fsyncs it and renames it, so a failed try leaves nothing that a
-    /// later successful one depends on, and the sled commit before it is already durable.
+    /// Replaces the checkpoint file outside sled, from this thread (the retry of a pending
+    /// group). Every failure may be retried: each try writes a new temporary file, fsyncs it
+    /// and renames it, so a failed try leaves nothing that a later successful one depends on,
+    /// and the sled commit before it is already durable.
     fn write_checkpoint_file(&self, checkpoint: &SignedCheckpoint) -> Result<(), SyncFailure> {
-        if !self.external_checkpoint {
+        if self.file.is_none() {
             return Ok(());
         }
         checkpoint_file::write(self.store.dir(), checkpoint).map_err(SyncFailure::Retry)
+    }
+}
+
+/// The same refusal for every request of a group refused as a whole.
+fn clone_refusal(e: &AppendError) -> AppendError {
+    match e {
+        AppendError::Log(LogError::Halted(why)) => LogError::Halted(why.clone()).into(),
+        AppendError::Log(LogError::Unavailable(why)) => LogError::Unavailable(why.clone()).into(),
+        AppendError::Log(LogError::Internal(why)) => LogError::Internal(why.clone()).into(),
+        other => LogError::Internal(other.to_string()).into(),
     }
 }
 
