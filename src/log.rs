@@ -116,6 +116,9 @@ pub struct Log {
     failed_rx: watch::Receiver<Option<String>>,
     /// Set once, by [`Log::halt`]; never cleared while the process runs.
     halt_tx: Arc<watch::Sender<Option<String>>>,
+    /// The checkpoint of the latest published size, set by the writer just before it
+    /// publishes the size: served without reading sled, and by a halted log too.
+    published: Arc<std::sync::RwLock<SignedCheckpoint>>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -149,7 +152,8 @@ impl Log {
         apply: Arc<dyn Apply>,
     ) -> Result<Log, LogError> {
         let dir = dir.to_path_buf();
-        let origin = store.settle_origin(opts.origin.as_deref())?;
+        let recorded = checkpoint_file::origin(&dir)?;
+        let origin = store.settle_origin(opts.origin.as_deref(), recorded.as_deref())?;
         // Only a log with nothing in it yet, anywhere, may get a new key.
         let fresh =
             store.size()? == 0 && !store.has_checkpoint()? && !checkpoint_file::path(&dir).exists();
@@ -168,18 +172,18 @@ impl Log {
             checkpoint_file::check_size(&dir, &store, outside.as_ref())?;
         }
         store.startup_check(&checkpointer, opts.rehash_on_open)?;
+        let size = store.size()?;
+        let signed = if store.has_checkpoint()? {
+            store.latest_checkpoint()?
+        } else {
+            checkpointer.sign(size, store.root_at(size, size)?)?
+        };
         if external {
             checkpoint_file::check_root(&dir, &store, outside.as_ref())?;
-            let size = store.size()?;
-            let signed = if store.has_checkpoint()? {
-                store.latest_checkpoint()?
-            } else {
-                checkpointer.sign(size, store.root_at(size, size)?)?
-            };
             checkpoint_file::settle(&dir, &store, outside.as_ref(), &signed)?;
         }
+        let published = Arc::new(std::sync::RwLock::new(signed));
 
-        let size = store.size()?;
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let (size_tx, size_rx) = watch::channel(size);
         let (failed_tx, failed_rx) = watch::channel(None);
@@ -194,6 +198,7 @@ impl Log {
                 failed_tx,
                 halt_rx,
                 wake: tx.downgrade(),
+                published: published.clone(),
             },
             writer::Settings {
                 max_group: opts.max_group.max(1),
@@ -208,6 +213,7 @@ impl Log {
             size_rx,
             failed_rx,
             halt_tx: Arc::new(halt_tx),
+            published,
             writer: Arc::new(std::sync::Mutex::new(Some(handle))),
         })
     }
@@ -302,15 +308,16 @@ impl Log {
         &self.checkpointer
     }
 
-    /// The latest signed checkpoint, as stored with the last committed group. The writer stores
-    /// a group's checkpoint before its fdatasync and publishes the size after it, so while a
-    /// group is syncing the stored checkpoint is ahead of [`Log::size`]; it is only served once
-    /// the group is durable (until then the checkpoint at the published size is signed afresh).
+    /// The latest published checkpoint: the one the writer signed for the group whose size it
+    /// last published (kept in memory). sled's stored checkpoint may be ahead of it while a
+    /// group is syncing or its checkpoint file is being written; that one is served only once
+    /// the group is published.
     pub fn latest_checkpoint(&self) -> Result<SignedCheckpoint, LogError> {
         self.checkpoint_at(self.size())
     }
 
-    /// A checkpoint for an earlier size, signed now over the root recomputed from stored hashes.
+    /// The checkpoint for `size`: the published one, or for an earlier size one signed now over
+    /// the root recomputed from stored hashes (refused while the log is halted).
     /// The size must not exceed the committed size.
     pub fn checkpoint_at(&self, size: u64) -> Result<SignedCheckpoint, LogError> {
         let current = self.size();
@@ -320,7 +327,12 @@ impl Log {
                 size: current,
             });
         }
-        // An empty log has no stored checkpoint yet; its (size 0) checkpoint is signed below.
+        if let Ok(p) = self.published.read() {
+            if p.size == size {
+                return Ok(p.clone());
+            }
+        }
+        // The stored one may be that of the size just published, or of a group in flight.
         if current > 0 {
             let latest = self.store.latest_checkpoint()?;
             if latest.size == size {

@@ -398,3 +398,80 @@ async fn a_halted_log_signs_nothing_new_but_serves_what_it_signed() {
     assert!(matches!(log.checkpoint_at(3), Err(LogError::Halted(_))));
     log.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_that_lost_everything_is_refused_under_the_logs_own_origin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = Options {
+        origin: Some("review.example/log".into()),
+        ..Options::default()
+    };
+    let log = Log::open(dir.path(), opts.clone(), Arc::new(NoApply)).expect("open");
+    for i in 0..3 {
+        log.append("tester", format!("e{i}").into_bytes())
+            .await
+            .expect("append");
+    }
+    log.shutdown().await.expect("shutdown");
+    drop(log);
+    // sled's directory emptied: no entries and no origin left in it.
+    std::fs::remove_dir_all(dir.path().join("sled")).expect("rm");
+    std::fs::create_dir(dir.path().join("sled")).expect("mkdir");
+
+    // The checkpoint file's origin is used to check it: the error is the missing entries,
+    // not a signature "from another key" under a default origin.
+    let d = dir.path().to_str().expect("utf-8");
+    let out = claimledger(["verify", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(2), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("FAILED at index 0: ") && out.stdout.contains("entries 0 to 2"),
+        "{}",
+        out.stdout
+    );
+    match Log::open(dir.path(), opts.clone(), Arc::new(NoApply)) {
+        Err(LogError::Shrunk {
+            committed, stored, ..
+        }) => assert_eq!((committed, stored), (3, 0)),
+        Err(e) => panic!("expected Shrunk, got {e}"),
+        Ok(_) => panic!("an emptied sled opened"),
+    }
+    // Nothing above wrote a default origin into sled: the log's own origin still opens it.
+    let dry = claimledger(["recover", "--data-dir", d]);
+    assert!(
+        dry.stdout.contains("(3 entries) are lost"),
+        "{}",
+        dry.stdout
+    );
+    let done = claimledger(["recover", "--data-dir", d, "--accept-loss"]);
+    assert!(done.status.success(), "{}{}", done.stdout, done.stderr);
+    let log = Log::open(dir.path(), opts, Arc::new(NoApply)).expect("open after recovery");
+    assert_eq!(log.checkpointer().origin(), "review.example/log");
+    assert_eq!(log.size(), 0);
+    log.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_checkpoint_file_is_refused_and_recover_replaces_it_keeping_a_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), 4, 10).await;
+    let path = checkpoint_file::path(dir.path());
+    let mut note = std::fs::read_to_string(&path).expect("read");
+    note = note.replacen("\n4\n", "\n5\n", 1);
+    std::fs::write(&path, &note).expect("write");
+
+    let err = open(dir.path())
+        .err()
+        .expect("a forged checkpoint file is refused");
+    assert!(
+        err.to_string()
+            .contains("not a checkpoint signed by this log's key"),
+        "{err}"
+    );
+    let d = dir.path().to_str().expect("utf-8");
+    let done = claimledger(["recover", "--data-dir", d, "--accept-loss"]);
+    assert!(done.status.success(), "{}{}", done.stdout, done.stderr);
+    assert!(done.stdout.contains("cannot be known"), "{}", done.stdout);
+    let kept = dir.path().join("checkpoint.superseded-damaged");
+    assert_eq!(std::fs::read_to_string(kept).expect("kept"), note);
+    assert_eq!(open(dir.path()).expect("open").size(), 4);
+}

@@ -222,6 +222,16 @@ pub async fn prove_status(
             })
             .await?
             .into_inner();
+        // The proof must be the one asked for: of this entry, in the cosigned tree.
+        if proof.index != p.index || proof.tree_size != size {
+            bail!(
+                "the server answered with a proof of entry {} in a tree of {} entries; entry {} in \
+                 the cosigned tree of {size} was asked for",
+                proof.index,
+                proof.tree_size,
+                p.index
+            );
+        }
         if proof.leaf_hash != p.leaf_hash {
             bail!(
                 "entry {} has another leaf hash in the cosigned tree",

@@ -243,11 +243,21 @@ pub async fn recover(a: RecoverArgs) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || {
         let dir = a.data_dir.as_path();
         let (store, cp) = open_offline(dir)?;
-        let file = log::checkpoint_file::read(dir, &cp)?;
+        let file_path = log::checkpoint_file::path(dir);
+        // A damaged file (not a checkpoint signed by this log's key) is a case to recover from
+        // too; only an I/O error stops here.
+        let (file, damaged) = match log::checkpoint_file::read(dir, &cp) {
+            Ok(f) => (f, None),
+            Err(e @ log::LogError::Corrupt(_)) => (None, Some(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
         let stored = log::guarded(&store, || store.size())?;
         let keeps_file = log::guarded(&store, || store.keeps_checkpoint_file())?;
-        let file_path = log::checkpoint_file::path(dir);
         let loss = match &file {
+            _ if damaged.is_some() => format!(
+                "{}: what it recorded cannot be known; sled holds {stored} entries",
+                damaged.as_deref().unwrap_or_default()
+            ),
             Some(f) if f.size > stored => format!(
                 "sled holds {stored} entries, but {} says {} were committed and acknowledged: \
                  entries {stored} to {} ({} entries) are lost",
@@ -297,13 +307,37 @@ pub async fn recover(a: RecoverArgs) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::from(1));
         }
-        if let Some(f) = &file {
+        // What sled holds must verify on its own before it becomes the history to continue.
+        let report = log::verify::verify_sled(&store, &cp)?;
+        if !report.ok() {
+            match report.first_bad_index {
+                Some(i) => println!(
+                    "FAILED at index {i}: what sled holds does not verify either: {}; nothing \
+                     was changed",
+                    report.error
+                ),
+                None => println!(
+                    "FAILED: what sled holds does not verify either: {}; nothing was changed",
+                    report.error
+                ),
+            }
+            return Ok(ExitCode::from(2));
+        }
+        let superseded = match (&file, &damaged) {
+            (Some(f), _) => Some((f.size.to_string(), f.note.as_bytes().to_vec())),
+            (None, Some(_)) => Some((
+                "damaged".to_string(),
+                std::fs::read(&file_path)
+                    .with_context(|| format!("reading {}", file_path.display()))?,
+            )),
+            (None, None) => None,
+        };
+        if let Some((tag, bytes)) = superseded {
             let kept = dir.join(format!(
-                "{}.superseded-{}",
-                log::checkpoint_file::CHECKPOINT_FILE,
-                f.size
+                "{}.superseded-{tag}",
+                log::checkpoint_file::CHECKPOINT_FILE
             ));
-            crate::files::replace(&kept, f.note.as_bytes())
+            crate::files::replace(&kept, &bytes)
                 .map_err(|(p, e)| anyhow::anyhow!("{}: {e}", p.display()))?;
             println!("kept the superseded checkpoint in {}", kept.display());
         }
@@ -315,14 +349,6 @@ pub async fn recover(a: RecoverArgs) -> anyhow::Result<ExitCode> {
             }
         })?;
         log::checkpoint_file::replace(dir, &signed, &store)?;
-        let report = log::verify::verify(&store, &cp, &mut |_| {})?;
-        if !report.ok() {
-            println!(
-                "FAILED: what sled holds does not verify either: {}",
-                report.error
-            );
-            return Ok(ExitCode::from(2));
-        }
         println!(
             "recovered: the log continues from size {stored} (all {} entries verified)",
             report.checked
@@ -337,7 +363,12 @@ fn open_offline(dir: &std::path::Path) -> anyhow::Result<(Store, Checkpointer)> 
         anyhow::bail!("{} is not a claimledger data directory", dir.display());
     }
     let store = Store::open(dir)?;
-    let origin = log::guarded(&store, || store.settle_origin(None))?;
+    // Offline commands only read: the origin sled recorded, else the checkpoint file's, else
+    // the default (a directory with nothing in it yet).
+    let origin = match log::guarded(&store, || store.stored_origin())? {
+        Some(o) => o,
+        None => log::checkpoint_file::origin(dir)?.unwrap_or_else(|| log::DEFAULT_ORIGIN.into()),
+    };
     let cp = Checkpointer::load(dir, &origin)?;
     Ok((store, cp))
 }

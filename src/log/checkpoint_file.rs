@@ -26,6 +26,26 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join(CHECKPOINT_FILE)
 }
 
+/// The origin line of the checkpoint file (unverified: only to know which key and origin to
+/// verify it with); `None` when there is no file.
+pub fn origin(dir: &Path) -> Result<Option<String>, LogError> {
+    let p = path(dir);
+    match std::fs::read(&p) {
+        Ok(b) => {
+            let line = b.split(|&c| c == b'\n').next().unwrap_or_default();
+            match std::str::from_utf8(line) {
+                Ok(o) if !o.is_empty() => Ok(Some(o.to_string())),
+                _ => Err(LogError::Corrupt(format!(
+                    "{} does not start with an origin line",
+                    p.display()
+                ))),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LogError::io(&p, e)),
+    }
+}
+
 /// Reads and verifies the checkpoint file; `None` when there is none.
 pub fn read(dir: &Path, cp: &Checkpointer) -> Result<Option<SignedCheckpoint>, LogError> {
     let p = path(dir);

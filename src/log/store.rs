@@ -286,18 +286,34 @@ impl Store {
         Ok(())
     }
 
-    /// Settles the origin on open: the stored one, or the requested one on a new directory.
-    pub fn settle_origin(&self, requested: Option<&str>) -> Result<String, LogError> {
-        let stored = self
+    /// The origin recorded in sled, if any (read only).
+    pub fn stored_origin(&self) -> Result<Option<String>, LogError> {
+        Ok(self
             .tree
             .get(META_ORIGIN)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned());
-        match (stored, requested) {
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Settles the origin on open: the one stored in sled; else the one of the checkpoint kept
+    /// outside sled (`outside`: a sled that lost everything must still be checked against that
+    /// file under its own origin, not a default one); else the requested one on a new directory.
+    pub fn settle_origin(
+        &self,
+        requested: Option<&str>,
+        outside: Option<&str>,
+    ) -> Result<String, LogError> {
+        match (self.stored_origin()?.as_deref().or(outside), requested) {
             (Some(s), Some(r)) if s != r => Err(LogError::OriginMismatch {
-                stored: s,
+                stored: s.to_string(),
                 requested: r.to_string(),
             }),
-            (Some(s), _) => Ok(s),
+            (Some(s), _) => {
+                if self.stored_origin()?.is_none() {
+                    self.tree.insert(META_ORIGIN, s.as_bytes())?;
+                    self.sync()?;
+                }
+                Ok(s.to_string())
+            }
             (None, r) => {
                 let origin = r.unwrap_or(DEFAULT_ORIGIN).to_string();
                 self.tree.insert(META_ORIGIN, origin.as_bytes())?;

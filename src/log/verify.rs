@@ -105,9 +105,10 @@ pub fn verify(
     super::guarded(store, || audit(store, cp, progress, true))
 }
 
-/// [`verify`] without the comparison with the checkpoint file, for the start-up check (which
-/// makes that comparison itself, before and after, with errors of its own).
-pub(crate) fn verify_sled(store: &Store, cp: &Checkpointer) -> Result<VerifyReport, LogError> {
+/// [`verify`] without the comparison with the checkpoint file: for the start-up check (which
+/// makes that comparison itself, before and after, with errors of its own) and for `recover`
+/// (which must know whether what sled holds is sound before it makes it the history).
+pub fn verify_sled(store: &Store, cp: &Checkpointer) -> Result<VerifyReport, LogError> {
     super::guarded(store, || audit(store, cp, &mut |_| {}, false))
 }
 

@@ -70,6 +70,8 @@ pub(crate) struct Signals {
     /// The writer's own queue, for the checkpoint-file thread to wake it (weak, so the queue
     /// still closes when every `Log` is gone).
     pub wake: mpsc::WeakSender<Msg>,
+    /// The checkpoint of the published size, replaced just before each publication.
+    pub published: Arc<std::sync::RwLock<SignedCheckpoint>>,
 }
 
 /// How the writer works.
@@ -124,6 +126,7 @@ pub(crate) fn spawn(
         pending: None,
         failed_tx: signals.failed_tx,
         halt_rx: signals.halt_rx,
+        published: signals.published,
         file: if settings.external_checkpoint {
             Some(FileWriter::spawn(store_dir, signals.wake)?)
         } else {
@@ -160,6 +163,8 @@ struct Writer {
     halt_rx: watch::Receiver<Option<String>>,
     /// Writes the checkpoint file outside sled, on its own thread (`None`: not kept).
     file: Option<FileWriter>,
+    /// See [`Signals::published`].
+    published: Arc<std::sync::RwLock<SignedCheckpoint>>,
     crash_at: Option<u64>,
 }
 
@@ -414,7 +419,7 @@ impl Writer {
                 );
                 self.size = p.size;
                 self.last = p.last;
-                size_tx.send_replace(self.size);
+                self.publish(&p.checkpoint, size_tx);
                 // A writer stopped for good stays unhealthy even if a pending group recovers.
                 if self.failed.is_none() {
                     self.failed_tx.send_replace(None);
@@ -426,6 +431,14 @@ impl Writer {
             }
             Err(SyncFailure::Final(e)) => self.stop_for_good(e.to_string()),
         }
+    }
+
+    /// Makes `checkpoint`'s size the one readers see.
+    fn publish(&self, checkpoint: &SignedCheckpoint, size_tx: &watch::Sender<u64>) {
+        if let Ok(mut p) = self.published.write() {
+            *p = checkpoint.clone();
+        }
+        size_tx.send_replace(checkpoint.size);
     }
 
     fn stop_for_good(&mut self, why: String) {
@@ -448,11 +461,11 @@ impl Writer {
         let mut prev = prev;
         match prev.wait() {
             Ok(()) => {
-                size_tx.send_replace(prev.size);
+                self.publish(&prev.checkpoint, size_tx);
                 for (reply, receipt) in prev.receipts {
                     let _ = reply.send(receipt);
                 }
-                answer_refused(prev.refused, None);
+                answer_refused(prev.refused, Fate::Committed);
                 true
             }
             Err(e) => {
@@ -475,7 +488,7 @@ impl Writer {
                     ))
                     .into()));
                 }
-                answer_refused(prev.refused, Some(&msg));
+                answer_refused(prev.refused, Fate::Pending(&msg));
                 false
             }
         }
@@ -579,8 +592,12 @@ impl Writer {
             // Nothing to commit; the refusals rest on committed state (or on `prev`, which is
             // durable in sled), so they are answered once `prev` is.
             let published = prev.is_none_or(|p| self.finish(p, None, size_tx));
-            let failed = (!published).then_some("the previous group is not durable yet");
-            answer_refused(refused, failed);
+            let fate = if published {
+                Fate::Committed
+            } else {
+                Fate::Pending("the previous group is not durable yet")
+            };
+            answer_refused(refused, fate);
             return None;
         }
 
@@ -607,7 +624,7 @@ impl Writer {
                     ))
                     .into()));
                 }
-                answer_refused(refused, Some(&msg));
+                answer_refused(refused, Fate::Pending(&msg));
                 None
             }
             Err(CommitFailure::Final(e)) => {
@@ -621,7 +638,7 @@ impl Writer {
                         LogError::Internal(format!("commit failed: {msg}")).into()
                     ));
                 }
-                answer_refused(refused, Some(&msg));
+                answer_refused(refused, Fate::Failed(&msg));
                 None
             }
             Ok(checkpoint) => {
@@ -672,7 +689,7 @@ impl Writer {
                             ))
                             .into()));
                         }
-                        answer_refused(current.refused, Some(&why));
+                        answer_refused(current.refused, Fate::Pending(&why));
                         return None;
                     }
                 }
@@ -753,13 +770,27 @@ fn clone_refusal(e: &AppendError) -> AppendError {
     }
 }
 
-/// Answers the requests the domain layer refused, once their group is committed (`failed`:
-/// None) or failed: then their refusal may rest on entries that were never written.
-fn answer_refused(refused: Vec<(Reply, Rejection)>, failed: Option<&str>) {
+/// How a group ended, for the requests the domain layer refused in it.
+enum Fate<'a> {
+    /// Committed and published: the refusals stand.
+    Committed,
+    /// Not published yet, and a retry may succeed (a pending group): their refusal may rest on
+    /// entries not yet acknowledged, so they are told to retry, as the group's own callers are.
+    Pending(&'a str),
+    /// Failed for good: their refusal may rest on entries that were never written.
+    Failed(&'a str),
+}
+
+/// Answers the requests the domain layer refused, once their group's fate is known.
+fn answer_refused(refused: Vec<(Reply, Rejection)>, fate: Fate<'_>) {
     for (reply, e) in refused {
-        let answer = match failed {
-            None => AppendError::Rejected(e),
-            Some(msg) => LogError::Internal(format!("commit failed: {msg}")).into(),
+        let answer = match fate {
+            Fate::Committed => AppendError::Rejected(e),
+            Fate::Pending(msg) => LogError::Unavailable(format!(
+                "the commit is not durable yet ({msg}); retry with the same request_id"
+            ))
+            .into(),
+            Fate::Failed(msg) => LogError::Internal(format!("commit failed: {msg}")).into(),
         };
         let _ = reply.send(Err(answer));
     }

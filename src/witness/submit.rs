@@ -326,7 +326,27 @@ impl Submitter {
                 }
             })
             .collect();
-        while let Some((i, known, outcome)) = answers.next().await {
+        // Once the quorum has cosigned this checkpoint, a slow witness gets a short grace
+        // and is then left for the next round (which learns its size from a 409 if it did
+        // cosign), so one slow witness does not hold back the checkpoints the others cosign.
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match deadline {
+                None => answers.next().await,
+                Some(d) => match tokio::time::timeout_at(d, answers.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        tracing::debug!(
+                            waiting = answers.len(),
+                            "quorum reached; not waiting for slower witnesses"
+                        );
+                        break;
+                    }
+                },
+            };
+            let Some((i, known, outcome)) = next else {
+                break;
+            };
             let p = &mut self.peers[i];
             p.known = known;
             match outcome {
@@ -353,6 +373,10 @@ impl Submitter {
                 }
             }
             self.publish_if_quorum(cp).await;
+            let reached = self.tx.borrow().as_ref().is_some_and(|c| c.size == cp.size);
+            if reached && deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + SLOW_WITNESS_GRACE);
+            }
         }
         report.cosigned = self.tx.borrow().as_ref().map(|c| c.size);
         report
@@ -412,6 +436,9 @@ async fn sleep_until(t: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// How long a round waits for the witnesses still answering once the quorum has cosigned.
+const SLOW_WITNESS_GRACE: Duration = Duration::from_millis(500);
 
 /// 1 s, 2 s, 4 s … up to [`MAX_BACKOFF`].
 fn backoff(failures: u32) -> Duration {

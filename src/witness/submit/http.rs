@@ -59,7 +59,9 @@ impl WitnessClient {
         connector.set_connect_timeout(Some(timeout));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Below the witness's own idle limit (10 s for `claimledger witness`), so a round
+            // after a quiet spell does not pick a connection the witness is closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build(connector);
         WitnessClient { client, timeout }
     }
