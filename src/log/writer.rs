@@ -251,6 +251,11 @@ impl InFlight {
         self.written.is_some()
     }
 
+    /// Whether the checkpoint file is already written, successfully (without waiting).
+    fn written_ok(&mut self) -> bool {
+        self.written() && matches!(self.written, Some(Ok(())))
+    }
+
     /// Waits for the checkpoint file write to end.
     fn wait(&mut self) -> Result<(), LogError> {
         if let Some(r) = self.written.take() {
@@ -289,13 +294,14 @@ enum CommitFailure {
 
 /// The stored hashes a group works with: those it produced, and those it read from sled (kept,
 /// since the group's proofs mostly need the same few older subtree roots again).
-struct GroupReader<'a> {
-    store: &'a Store,
+struct GroupReader {
+    /// A handle of its own (cheap), so the writer may answer other groups while it is alive.
+    store: Store,
     hashes: RefCell<HashMap<u64, Hash>>,
 }
 
-impl<'a> GroupReader<'a> {
-    fn new(store: &'a Store) -> Self {
+impl GroupReader {
+    fn new(store: Store) -> Self {
         GroupReader {
             store,
             hashes: RefCell::new(HashMap::new()),
@@ -307,7 +313,7 @@ impl<'a> GroupReader<'a> {
     }
 }
 
-impl HashReader for GroupReader<'_> {
+impl HashReader for GroupReader {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
         let mut out = Vec::with_capacity(indexes.len());
         for i in indexes {
@@ -315,7 +321,7 @@ impl HashReader for GroupReader<'_> {
             match known {
                 Some(h) => out.push(h),
                 None => {
-                    let h = store::Reader(self.store).read_hashes(&[*i])?;
+                    let h = store::Reader(&self.store).read_hashes(&[*i])?;
                     if let Some(h) = h.first() {
                         self.stage(*i, *h);
                     }
@@ -532,7 +538,7 @@ impl Writer {
         }
         let mut batch = sled::Batch::default();
         let mut overlay = Overlay::new();
-        let reader = GroupReader::new(&self.store);
+        let reader = GroupReader::new(self.store.clone());
         let mut staged: Vec<Staged> = Vec::with_capacity(group.len());
         // Refusals are judged against this group's uncommitted entries too (a retry of a request
         // earlier in the group is a Duplicate of an index not yet committed), so they are
@@ -601,6 +607,12 @@ impl Writer {
             return None;
         }
 
+        // If the previous group's file is already written, answer it now rather than after this
+        // group's sled commit.
+        let mut prev = prev;
+        if let Some(p) = prev.take_if(|p| p.written_ok()) {
+            self.finish(p, None, size_tx);
+        }
         let result = self.commit(batch, overlay, &reader, size);
         match result {
             Err(CommitFailure::Pending(e, checkpoint)) => {
@@ -720,7 +732,7 @@ impl Writer {
         &self,
         mut batch: sled::Batch,
         overlay: Overlay,
-        reader: &GroupReader<'_>,
+        reader: &GroupReader,
         size: u64,
     ) -> Result<SignedCheckpoint, CommitFailure> {
         let root = tlog_tiles::tree_hash(size, reader)
