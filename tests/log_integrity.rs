@@ -43,19 +43,6 @@ async fn write_log(dir: &Path, n: usize, len: usize) -> u64 {
     last
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir") {
-        let e = e.expect("dir entry");
-        let target = to.join(e.file_name());
-        if e.file_type().expect("file type").is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).expect("copy");
-        }
-    }
-}
-
 fn flip_bit(file: &Path, offset: u64) {
     let mut bytes = std::fs::read(file).expect("read");
     bytes[offset as usize] ^= 0x10;
@@ -90,14 +77,14 @@ fn damaged_copy(
 ) -> (PathBuf, u64) {
     for (n, off) in offsets.enumerate() {
         let dir = work.join(format!("try-{n}"));
-        copy_dir(orig, &dir);
+        common::copy_dir(orig, &dir);
         flip_bit(&db_file(&dir), off);
         let seen = sled_sees(&dir);
         // sled's recovery may have rewritten the copy: start the real checks from a fresh one.
         std::fs::remove_dir_all(&dir).expect("rm");
         if wanted(&seen) {
             let dir = work.join(format!("damaged-{n}"));
-            copy_dir(orig, &dir);
+            common::copy_dir(orig, &dir);
             flip_bit(&db_file(&dir), off);
             return (dir, off);
         }
@@ -273,7 +260,7 @@ async fn a_checkpoint_file_with_another_root_at_its_size_is_refused() {
     // Same key, another history: copy the directory at size 6, then append different entries
     // to each copy. Copy a's checkpoint file (size 8) into b: same size, other root.
     let b = work.path().join("b");
-    copy_dir(&a, &b);
+    common::copy_dir(&a, &b);
     for (dir, tag) in [(&a, "a"), (&b, "b")] {
         let log = open(dir).expect("open");
         for i in 0..2 {

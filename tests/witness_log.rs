@@ -307,23 +307,9 @@ fn temp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
-/// Copies a (stopped) data directory.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir") {
-        let e = e.expect("entry");
-        let dest = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).expect("copy");
-        }
-    }
-}
-
 fn replace_dir(dir: &Path, with: &Path) {
     std::fs::remove_dir_all(dir).expect("remove");
-    copy_dir(with, dir);
+    common::copy_dir(with, dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,6 +520,17 @@ async fn quorum_of_two_of_three_and_the_cli_checks_cosignatures() {
 }
 
 /// The error a write gets from a halted log.
+/// The log is halted: health NOT_SERVING, and a write refused with FAILED_PRECONDITION whose
+/// message names every one of `parts`.
+async fn assert_halted(srv: &ServeProcess, c: &mut Clients, parts: &[&str]) {
+    assert_eq!(health(srv).await, ServingStatus::NotServing);
+    let e = refused_write(c).await;
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    for part in parts {
+        assert!(e.message().contains(part), "{part:?} in {:?}", e.message());
+    }
+}
+
 async fn refused_write(c: &mut Clients) -> tonic::Status {
     c.sources
         .register_source(pb::RegisterSourceRequest {
@@ -562,7 +559,7 @@ async fn a_restored_backup_is_refused_before_it_signs() {
     write(&mut c, "a", 20).await;
     wait_checkpoint(&mut c, "cosigned at 20", |r| r.cosigned_is_latest).await;
     stop(srv).await;
-    copy_dir(&data, &backup);
+    common::copy_dir(&data, &backup);
 
     let srv = serve(&data, &[w.flag()], &[]).await;
     let mut c = clients(&srv).await;
@@ -573,24 +570,22 @@ async fn a_restored_backup_is_refused_before_it_signs() {
 
     // The operator restores the copy taken at 20.
     replace_dir(&data, &backup);
-    let before = std::fs::read_to_string(data.join("checkpoint")).ok();
+    let before = std::fs::read_to_string(data.join("checkpoint")).expect("the copy's file");
     let srv = serve(&data, &[w.flag()], &[]).await;
     let mut c = clients(&srv).await;
-    assert_eq!(health(&srv).await, ServingStatus::NotServing);
-    let e = refused_write(&mut c).await;
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-    for part in ["w1.example", &w.url, "cosigned size 40", "only 20 entries"] {
-        assert!(e.message().contains(part), "{part:?} in {:?}", e.message());
-    }
+    assert_halted(
+        &srv,
+        &mut c,
+        &["w1.example", &w.url, "cosigned size 40", "only 20 entries"],
+    )
+    .await;
     // Nothing new is signed: the served checkpoint is the copy's, the witness still at 40.
     let r = checkpoint(&mut c).await;
     assert_eq!(r.size, 20);
-    if let Some(before) = before {
-        assert_eq!(
-            std::fs::read_to_string(data.join("checkpoint")).ok(),
-            Some(before)
-        );
-    }
+    assert_eq!(
+        std::fs::read_to_string(data.join("checkpoint")).expect("file"),
+        before
+    );
     assert_eq!(w.witness.cosigned(ORIGIN).map(|(s, _)| s), Some(40));
     stop(srv).await;
     w.stop().await;
@@ -610,8 +605,8 @@ async fn two_copies_of_one_log_are_a_fork_the_witness_refuses() {
     stop(srv).await;
     let b = tmp.path().join("b");
     let b2 = tmp.path().join("b2");
-    copy_dir(&a, &b);
-    copy_dir(&a, &b2);
+    common::copy_dir(&a, &b);
+    common::copy_dir(&a, &b2);
 
     // Copy a goes on with the witness to size 10.
     let srv = serve(&a, &[w.flag()], &[]).await;
@@ -628,17 +623,17 @@ async fn two_copies_of_one_log_are_a_fork_the_witness_refuses() {
     // … and then shown to the witness: same size, another root.
     let srv = serve(&b, &[w.flag()], &[]).await;
     let mut c = clients(&srv).await;
-    assert_eq!(health(&srv).await, ServingStatus::NotServing);
-    let e = refused_write(&mut c).await;
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-    for part in [
-        "w1.example",
-        &w.url,
-        "different tree of size 10",
-        "10 entries",
-    ] {
-        assert!(e.message().contains(part), "{part:?} in {:?}", e.message());
-    }
+    assert_halted(
+        &srv,
+        &mut c,
+        &[
+            "w1.example",
+            &w.url,
+            "different tree of size 10",
+            "10 entries",
+        ],
+    )
+    .await;
     assert_eq!(
         checkpoint(&mut c).await.cosigned_size,
         5,
@@ -653,16 +648,16 @@ async fn two_copies_of_one_log_are_a_fork_the_witness_refuses() {
     stop(srv).await;
     let srv = serve(&b2, &[w.flag()], &[]).await;
     let mut c = clients(&srv).await;
-    assert_eq!(health(&srv).await, ServingStatus::NotServing);
-    let e = refused_write(&mut c).await;
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-    for part in [
-        "w1.example",
-        "cosigned size 10 with a root that is not this log's",
-        "13 entries",
-    ] {
-        assert!(e.message().contains(part), "{part:?} in {:?}", e.message());
-    }
+    assert_halted(
+        &srv,
+        &mut c,
+        &[
+            "w1.example",
+            "cosigned size 10 with a root that is not this log's",
+            "13 entries",
+        ],
+    )
+    .await;
     // The witness kept a's history.
     let (size, root) = w.witness.cosigned(ORIGIN).expect("follows");
     assert_eq!(size, 10);
