@@ -5,8 +5,9 @@
 //! anyone sign checkpoints in the log's name. Both are refused at start-up with the command
 //! that fixes them, rather than silently used.
 //!
-//! Small state files (keys, the latest checkpoint, a witness's state) are replaced atomically
-//! with [`replace`], so a crash leaves either the old contents or the new, never a mix.
+//! Small state files (keys, the checkpoint file when it is created, a witness's state) are
+//! replaced atomically with [`replace`], so a crash leaves either the old contents or the new,
+//! never a mix.
 
 use std::io::Write;
 use std::path::Path;

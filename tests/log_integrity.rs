@@ -330,7 +330,9 @@ fn a_crash_between_the_sled_commit_and_the_checkpoint_file_loses_nothing_acknowl
     let store = Store::open(dir.path()).expect("store");
     assert_eq!(store.size().expect("size"), 11);
     drop(store);
-    let note = std::fs::read_to_string(checkpoint_file::path(dir.path())).expect("file");
+    let note = checkpoint_file::latest_note(dir.path())
+        .expect("read")
+        .expect("a file");
     assert_eq!(note, receipts[9].checkpoint);
 
     // Restart: nothing acknowledged is lost, and file and sled agree again.
@@ -346,7 +348,9 @@ fn a_crash_between_the_sled_commit_and_the_checkpoint_file_loses_nothing_acknowl
             .into_inner()
     });
     assert_eq!(latest.size, 11);
-    let note = std::fs::read_to_string(checkpoint_file::path(dir.path())).expect("file");
+    let note = checkpoint_file::latest_note(dir.path())
+        .expect("read")
+        .expect("a file");
     assert_eq!(note, latest.note, "the file caught up with sled on open");
     for r in &receipts {
         common::verify_receipt(r, &latest.verifier_key);
@@ -437,28 +441,73 @@ async fn a_sled_that_lost_everything_is_refused_under_the_logs_own_origin() {
     log.shutdown().await.expect("shutdown");
 }
 
+/// Flips a byte inside the note of each of the checkpoint file's slots in `which`.
+fn tear_slots(dir: &Path, which: &[usize]) {
+    let path = checkpoint_file::path(dir);
+    let mut bytes = std::fs::read(&path).expect("read");
+    for &slot in which {
+        // Past the slot's header line: a byte of the note itself.
+        let start = slot * checkpoint_file::SLOT;
+        // A slot never written yet (all zeros) has nothing to tear.
+        if let Some(nl) = bytes[start..start + checkpoint_file::SLOT]
+            .iter()
+            .position(|&c| c == b'\n')
+        {
+            bytes[start + nl + 3] ^= 0x01;
+        }
+    }
+    std::fs::write(&path, &bytes).expect("write");
+}
+
+/// The slot the newest note is in.
+fn newest_slot(dir: &Path) -> usize {
+    let bytes = std::fs::read(checkpoint_file::path(dir)).expect("read");
+    let seq = |slot: usize| -> u64 {
+        let b = &bytes[slot * checkpoint_file::SLOT..];
+        let header = std::str::from_utf8(&b[..b.iter().position(|&c| c == b'\n').expect("nl")])
+            .expect("utf-8");
+        header
+            .split(' ')
+            .find_map(|f| f.strip_prefix("seq="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    usize::from(seq(1) > seq(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_slot_falls_back_to_the_other_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), 12, 10).await;
+    // A crash in the middle of writing the newest slot: it no longer hashes right, and the
+    // older slot (the previous group's checkpoint) is read instead.
+    tear_slots(dir.path(), &[newest_slot(dir.path())]);
+    let log = open(dir.path()).expect("opens from the other slot");
+    assert_eq!(log.size(), 12);
+    let cp = log.checkpointer();
+    let file = checkpoint_file::read(dir.path(), cp)
+        .expect("read")
+        .expect("file");
+    assert_eq!(file.size, 12, "open wrote the current checkpoint back");
+    log.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_checkpoint_file_is_refused_and_recover_replaces_it_keeping_a_copy() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_log(dir.path(), 4, 10).await;
-    let path = checkpoint_file::path(dir.path());
-    let mut note = std::fs::read_to_string(&path).expect("read");
-    note = note.replacen("\n4\n", "\n5\n", 1);
-    std::fs::write(&path, &note).expect("write");
+    tear_slots(dir.path(), &[0, 1]);
+    let damaged = std::fs::read(checkpoint_file::path(dir.path())).expect("read");
 
     let err = open(dir.path())
         .err()
-        .expect("a forged checkpoint file is refused");
-    assert!(
-        err.to_string()
-            .contains("not a checkpoint signed by this log's key"),
-        "{err}"
-    );
+        .expect("a file with no whole checkpoint is refused");
+    assert!(err.to_string().contains("holds no"), "{err}");
     let d = dir.path().to_str().expect("utf-8");
     let done = claimledger(["recover", "--data-dir", d, "--accept-loss"]);
     assert!(done.status.success(), "{}{}", done.stdout, done.stderr);
     assert!(done.stdout.contains("cannot be known"), "{}", done.stdout);
     let kept = dir.path().join("checkpoint.superseded-damaged");
-    assert_eq!(std::fs::read_to_string(kept).expect("kept"), note);
+    assert_eq!(std::fs::read(kept).expect("kept"), damaged);
     assert_eq!(open(dir.path()).expect("open").size(), 4);
 }

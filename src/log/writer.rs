@@ -179,6 +179,7 @@ struct FileWriter {
 
 impl FileWriter {
     fn spawn(dir: std::path::PathBuf, wake: mpsc::WeakSender<Msg>) -> Result<FileWriter, LogError> {
+        let mut slots = checkpoint_file::Slots::open(&dir)?;
         let (tx, rx) = std::sync::mpsc::channel::<(
             SignedCheckpoint,
             std::sync::mpsc::SyncSender<Result<(), LogError>>,
@@ -188,7 +189,7 @@ impl FileWriter {
             .spawn(move || {
                 // Ends when the writer drops its sender.
                 for (checkpoint, done) in rx {
-                    let _ = done.send(checkpoint_file::write(&dir, &checkpoint));
+                    let _ = done.send(slots.write(&checkpoint));
                     // The answer is already there for the writer to take; this only wakes it
                     // if it sleeps on its queue. A closed queue means it is stopping and
                     // takes the answer without being woken.
@@ -760,15 +761,21 @@ impl Writer {
         }
     }
 
-    /// Replaces the checkpoint file outside sled, from this thread (the retry of a pending
-    /// group). Every failure may be retried: each try writes a new temporary file, fsyncs it
-    /// and renames it, so a failed try leaves nothing that a later successful one depends on,
-    /// and the sled commit before it is already durable.
+    /// Writes the checkpoint file outside sled and waits for it (the retry of a pending group).
+    /// Every failure may be retried: a failed write leaves the slot it wrote torn at worst, the
+    /// other slot whole, and the sled commit before it is already durable.
     fn write_checkpoint_file(&self, checkpoint: &SignedCheckpoint) -> Result<(), SyncFailure> {
-        if self.file.is_none() {
+        let Some(f) = &self.file else {
             return Ok(());
-        }
-        checkpoint_file::write(self.store.dir(), checkpoint).map_err(SyncFailure::Retry)
+        };
+        f.start(checkpoint.clone())
+            .recv()
+            .unwrap_or_else(|_| {
+                Err(LogError::Internal(
+                    "the checkpoint file writer has stopped".into(),
+                ))
+            })
+            .map_err(SyncFailure::Retry)
     }
 }
 
