@@ -101,10 +101,17 @@ pub async fn serve(
         "claimledger.v1.LogService",
         "",
     ];
+    // The first status is set before any connection is accepted: a log already halted (a
+    // witness proved a fork in the round before listening) or a writer already failing is
+    // never reported SERVING, not even for a moment.
+    let initial =
+        if ctx.log.halted().borrow().is_some() || ctx.log.writer_health().borrow().is_some() {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
     for n in names {
-        health_reporter
-            .set_service_status(n, ServingStatus::Serving)
-            .await;
+        health_reporter.set_service_status(n, initial).await;
     }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
