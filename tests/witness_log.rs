@@ -767,3 +767,83 @@ impl Drop for WitnessProcess {
         let _ = self.child.start_kill();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_status_proof_says_what_the_witnesses_vouch_for() {
+    let tmp = temp();
+    let data = tmp.path().join("log");
+    let log_vkey = new_log_dir(&data, 7);
+    let w = LocalWitness::start(&tmp.path().join("w1"), "w1.example", &log_vkey).await;
+    let srv = serve(&data, &[w.flag()], &[]).await;
+    let mut c = clients(&srv).await;
+    c.register(common::source(
+        "ua-mod",
+        "UA",
+        pb::Role::Party,
+        pb::Reliability::B,
+        "",
+    ))
+    .await;
+    let early = c
+        .submit(
+            "early",
+            common::claim(pb::ClaimKind::Other, "ua-mod", "Early claim"),
+        )
+        .await
+        .claim
+        .expect("claim")
+        .id;
+    let r = wait_checkpoint(&mut c, "cosigned", |r| r.cosigned_is_latest).await;
+    let cosigned = r.cosigned_size;
+
+    // The witness goes away; the log goes on, and its newer checkpoints are not cosigned.
+    let wkey = w.vkey.clone();
+    w.stop().await;
+    write(&mut c, "later", 3).await;
+    let late = c
+        .submit(
+            "late",
+            common::claim(pb::ClaimKind::Other, "ua-mod", "Late claim"),
+        )
+        .await
+        .claim
+        .expect("claim")
+        .id;
+    let status = |id: String| {
+        let server = srv.url.clone();
+        let (log_vkey, wkey) = (log_vkey.clone(), wkey.clone());
+        async move {
+            common::cli(&[
+                "claim",
+                "status",
+                &id,
+                "--proof",
+                "--server",
+                &server,
+                "--verifier-key",
+                &log_vkey,
+                "--witness-key",
+                &wkey,
+            ])
+            .await
+            .stdout()
+        }
+    };
+    // The early claim's entries are in the cosigned tree: proven against it as well.
+    let out = status(early).await;
+    assert!(
+        out.contains(&format!(
+            "entries also proven against the cosigned checkpoint of size {cosigned}"
+        )),
+        "{out}"
+    );
+    // The late claim is beyond it: said plainly.
+    let out = status(late).await;
+    assert!(
+        out.contains(&format!(
+            "not yet cosigned; latest cosigned size {cosigned} does not cover every entry"
+        )),
+        "{out}"
+    );
+    stop(srv).await;
+}
