@@ -82,7 +82,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: token::TokenCmd,
     },
-    /// Load generator: submits claims with evidence concurrently and reports throughput.
+    /// Measure a running server: each main call against Health/Check, at 1, 16 and 64 streams.
     Bench(bench::BenchArgs),
     /// Run a C2SP tlog-witness: cosign checkpoints of the given logs that extend the last one.
     Witness(witness::WitnessArgs),

@@ -1,7 +1,8 @@
 //! What the real `claimledger` binary prints around writes: a request id it made up is shown so
 //! the command can be retried, and a retry with it returns the first result without writing;
 //! an import without request ids can be run again without writing anything new.
-//! (Escaping of stored text is tested at the bottom of `src/cli/output.rs`.)
+//! `bench` measures every call it lists. (Escaping of stored text is tested at the bottom of
+//! `src/cli/output.rs`.)
 
 mod common;
 
@@ -122,4 +123,48 @@ async fn importing_lines_without_request_ids_twice_writes_them_once() {
     assert_eq!(size(&url).await, after_first);
 
     server.stop().await;
+}
+
+/// `claimledger bench` measures every call it lists against the real server, with the health
+/// check as the baseline of each concurrency (the figures themselves are not asserted: speed
+/// is shown by benchmarks, not tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_measures_each_call_against_the_health_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let url = server.url();
+    let out = cli(&[
+        "bench",
+        "--server",
+        &url,
+        "--seconds",
+        "0.2",
+        "--concurrency",
+        "1,3",
+        "--seed-claims",
+        "3",
+        "--json",
+    ])
+    .await
+    .stdout();
+    let figures: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line per figure"))
+        .collect();
+    assert_eq!(figures.len(), 12, "6 calls at 2 concurrencies: {out}");
+    for f in &figures {
+        assert!(f["ok"].as_u64().unwrap_or(0) > 0, "{f}");
+        assert_eq!(f["errors"].as_u64(), Some(0), "{f}");
+        assert!(f["vs_health"].as_f64().is_some(), "{f}");
+    }
+    for c in [1, 3] {
+        let health = figures
+            .iter()
+            .find(|f| f["call"] == "Health/Check" && f["concurrency"] == c)
+            .expect("a health figure");
+        assert_eq!(health["vs_health"].as_f64(), Some(1.0));
+    }
+    // The writes it measured are in the log: 2 sources, 3 seeded claims with evidence, then
+    // at least one SubmitClaim and one AddEvidence per concurrency.
+    assert!(size(&url).await >= 2 + 6 + 4);
 }

@@ -1,53 +1,191 @@
-//! `claimledger bench`: a load generator. Registers two sources, then submits claims, each with
-//! one piece of evidence, from concurrent clients, and reports throughput and latency.
+//! `claimledger bench`: measures, in one run against a running server, the calls users make
+//! most — SubmitClaim, AddEvidence, GetClaimStatus, ListClaims (a text query and a status
+//! filter) — beside `grpc.health.v1.Health/Check`, the no-op call that shows what gRPC itself
+//! costs on this machine, at several numbers of concurrent streams (1, 16 and 64 by default).
+//!
+//! Each figure is throughput (successful calls per second over a fixed time), p50 and p99
+//! latency, and the throughput as a share of Health/Check's at the same concurrency. Streams
+//! are spread over connections of at most `--streams-per-connection` each (HTTP/2
+//! multiplexing, as a real client pool would). Before measuring it registers two sources and
+//! submits `--seed-claims` claims with one piece of evidence each, for the reads to find.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
-use clap::Args;
+use anyhow::{anyhow, bail};
+use clap::{Args, ValueEnum};
 use tonic::Status;
 
-use super::connect::{connect, ClientOpts};
+use super::connect::{connect, ClientOpts, Clients};
 use super::output;
 use crate::pb;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Claims to submit (each with one piece of evidence).
-    #[arg(long, default_value_t = 2000)]
-    claims: usize,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
+    /// Seconds each call is measured for, at each concurrency.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Concurrent streams, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 16, 64])]
+    concurrency: Vec<usize>,
+    /// Calls to measure, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_values_t = Call::all()
+    )]
+    calls: Vec<Call>,
+    /// Claims submitted (each with one piece of evidence) before measuring, for the reads.
+    #[arg(long, default_value_t = 200)]
+    seed_claims: usize,
+    /// Most streams sharing one connection; more streams open more connections.
+    #[arg(long, default_value_t = 16)]
+    streams_per_connection: usize,
     #[command(flatten)]
     opts: ClientOpts,
 }
 
+/// One call the benchmark makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Call {
+    /// `grpc.health.v1.Health/Check`: the no-op baseline.
+    Health,
+    /// SubmitClaim of a new 20-word claim (durable write).
+    Submit,
+    /// AddEvidence to a claim with little evidence yet (durable write).
+    Evidence,
+    /// GetClaimStatus of a seeded claim.
+    Status,
+    /// ListClaims with a one-word text query, first page of 20.
+    ListText,
+    /// ListClaims filtered by a status, first page of 20.
+    ListStatus,
+}
+
+impl Call {
+    fn all() -> Vec<Call> {
+        vec![
+            Call::Health,
+            Call::Submit,
+            Call::Evidence,
+            Call::Status,
+            Call::ListText,
+            Call::ListStatus,
+        ]
+    }
+
+    /// The gRPC method, as the table names it.
+    pub fn method(self) -> &'static str {
+        match self {
+            Call::Health => "Health/Check",
+            Call::Submit => "SubmitClaim",
+            Call::Evidence => "AddEvidence",
+            Call::Status => "GetClaimStatus",
+            Call::ListText => "ListClaims query=drones",
+            Call::ListStatus => "ListClaims status=…",
+        }
+    }
+}
+
+/// What one (call, concurrency) measurement found.
+pub struct Figure {
+    pub call: Call,
+    pub concurrency: usize,
+    pub ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub per_sec: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    /// `per_sec` over Health/Check's at the same concurrency, when that was measured.
+    pub vs_health: Option<f64>,
+}
+
+/// What the calls work on: the run's sources, seeded claims, and claims the Submit
+/// measurement created (AddEvidence spreads over those, so no record grows large).
+struct Fixture {
+    run: String,
+    seeded: Vec<String>,
+    fresh: std::sync::Mutex<Vec<String>>,
+    status: pb::Status,
+    counter: AtomicUsize,
+}
+
+impl Fixture {
+    fn claimant(&self) -> String {
+        format!("bench-claimant-{}", self.run)
+    }
+
+    fn agency(&self) -> String {
+        format!("bench-agency-{}", self.run)
+    }
+}
+
 pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    let c = connect(&a.opts).await?;
+    if a.seconds <= 0.0 || !a.seconds.is_finite() {
+        bail!("--seconds must be a positive number");
+    }
+    if a.concurrency.contains(&0) {
+        bail!("--concurrency values must be at least 1");
+    }
+    let widest = a.concurrency.iter().copied().max().unwrap_or(1);
+    let per_conn = a.streams_per_connection.max(1);
+    let mut pool = Vec::new();
+    for _ in 0..widest.div_ceil(per_conn) {
+        pool.push(connect(&a.opts).await?);
+    }
+    let fixture = Arc::new(seed(&pool[0], a.seed_claims).await?);
+    let duration = Duration::from_secs_f64(a.seconds);
+    let mut figures = Vec::new();
+    for &c in &a.concurrency {
+        let mut health = None;
+        for &call in &a.calls {
+            let mut f = measure(&pool, per_conn, &fixture, call, c, duration).await;
+            if call == Call::Health {
+                health = Some(f.per_sec);
+            }
+            f.vs_health = health.filter(|h| *h > 0.0).map(|h| f.per_sec / h);
+            output::bench_figure(&f, a.opts.json);
+            figures.push(f);
+        }
+    }
+    if figures.iter().all(|f| f.ok == 0) {
+        let why = figures
+            .iter()
+            .find_map(|f| f.first_error.clone())
+            .unwrap_or_else(|| "no call succeeded".into());
+        bail!("every call failed: {why}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Registers the run's two sources and submits `n` claims with one piece of evidence each.
+async fn seed(c: &Clients, n: usize) -> anyhow::Result<Fixture> {
     let run = format!(
         "{:x}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis()
     );
+    let mut fixture = Fixture {
+        run,
+        seeded: Vec::with_capacity(n),
+        fresh: std::sync::Mutex::new(Vec::new()),
+        status: pb::Status::Claimed,
+        counter: AtomicUsize::new(0),
+    };
     let mut sources = c.sources.clone();
     for (id, side, role, grade) in [
         (
-            format!("bench-claimant-{run}"),
+            fixture.claimant(),
             "RU",
             pb::Role::Party,
             pb::Reliability::D,
         ),
-        (
-            format!("bench-agency-{run}"),
-            "",
-            pb::Role::NonParty,
-            pb::Reliability::B,
-        ),
+        (fixture.agency(), "", pb::Role::NonParty, pb::Reliability::B),
     ] {
         sources
             .register_source(pb::RegisterSourceRequest {
@@ -64,72 +202,218 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             })
             .await?;
     }
+    let mut claims = c.claims.clone();
+    for i in 0..n {
+        let id = submit(&mut claims, &fixture, i).await?;
+        evidence(&mut claims, &fixture, id.clone()).await?;
+        fixture.seeded.push(id);
+    }
+    if let Some(first) = fixture.seeded.first() {
+        let s = claims
+            .get_claim_status(pb::GetClaimStatusRequest {
+                claim_id: first.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        fixture.status = pb::Status::try_from(s.status).unwrap_or(pb::Status::Claimed);
+    }
+    Ok(fixture)
+}
+
+type ClaimsClient = pb::claim_service_client::ClaimServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        super::connect::AddToken,
+    >,
+>;
+
+const PLACES: [&str; 8] = [
+    "Pokrovsk",
+    "Kupiansk",
+    "Huliaipole",
+    "Sumy",
+    "Kharkiv",
+    "Odesa",
+    "Zaporizhzhia",
+    "Kherson",
+];
+
+/// Submits a claim of about 20 words and returns its id.
+async fn submit(claims: &mut ClaimsClient, f: &Fixture, i: usize) -> Result<String, Status> {
+    let place = PLACES[i % PLACES.len()];
+    let r = claims
+        .submit_claim(pb::SubmitClaimRequest {
+            request_id: String::new(),
+            claim: Some(pb::Claim {
+                kind: pb::ClaimKind::Interception as i32,
+                modality: pb::Modality::AssertedFact as i32,
+                summary: format!(
+                    "Air defence destroyed {n} drones overnight near {place}, the regional \
+                     administration said in its morning report {i}",
+                    n = 10 + i % 90
+                ),
+                claimant_id: f.claimant(),
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner();
+    r.claim
+        .map(|c| c.id)
+        .ok_or_else(|| Status::internal("SubmitClaim answered without the claim"))
+}
+
+async fn evidence(claims: &mut ClaimsClient, f: &Fixture, claim_id: String) -> Result<(), Status> {
+    claims
+        .add_evidence(pb::AddEvidenceRequest {
+            request_id: String::new(),
+            claim_id,
+            evidence: Some(pb::Evidence {
+                source_id: f.agency(),
+                stance: pb::Stance::Supports as i32,
+                kind: pb::EvidenceKind::MediaReport as i32,
+                credibility: 2,
+                ..Default::default()
+            }),
+        })
+        .await?;
+    Ok(())
+}
+
+/// One call of `call`.
+async fn once(c: &mut Clients, f: &Fixture, call: Call) -> Result<(), Status> {
+    let i = f.counter.fetch_add(1, Ordering::Relaxed);
+    match call {
+        Call::Health => {
+            c.health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await?;
+        }
+        Call::Submit => {
+            let id = submit(&mut c.claims, f, i).await?;
+            if let Ok(mut fresh) = f.fresh.lock() {
+                fresh.push(id);
+            }
+        }
+        Call::Evidence => {
+            // Claims the Submit measurement made have no evidence yet: one each, round robin.
+            let target = f
+                .fresh
+                .lock()
+                .ok()
+                .and_then(|fresh| (!fresh.is_empty()).then(|| fresh[i % fresh.len()].clone()))
+                .or_else(|| (!f.seeded.is_empty()).then(|| f.seeded[i % f.seeded.len()].clone()))
+                .ok_or_else(|| Status::failed_precondition("no claim to add evidence to"))?;
+            evidence(&mut c.claims, f, target).await?;
+        }
+        Call::Status => {
+            let id = f
+                .seeded
+                .get(i % f.seeded.len().max(1))
+                .cloned()
+                .ok_or_else(|| Status::failed_precondition("no seeded claim (--seed-claims 0)"))?;
+            c.claims
+                .get_claim_status(pb::GetClaimStatusRequest {
+                    claim_id: id,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        Call::ListText => {
+            c.claims
+                .list_claims(pb::ListClaimsRequest {
+                    query: "drones".into(),
+                    page_size: 20,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        Call::ListStatus => {
+            c.claims
+                .list_claims(pb::ListClaimsRequest {
+                    status: f.status as i32,
+                    page_size: 20,
+                    ..Default::default()
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `call` from `concurrency` streams for `duration`.
+async fn measure(
+    pool: &[Clients],
+    per_conn: usize,
+    f: &Arc<Fixture>,
+    call: Call,
+    concurrency: usize,
+    duration: Duration,
+) -> Figure {
+    let conns = concurrency.div_ceil(per_conn).clamp(1, pool.len());
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let lat = Arc::new(Mutex::new(Vec::with_capacity(a.claims * 2)));
-    let mut tasks = Vec::new();
-    for _ in 0..a.concurrency.max(1) {
-        let mut claims = c.claims.clone();
-        let next = next.clone();
-        let lat = lat.clone();
-        let run = run.clone();
-        let total = a.claims;
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for t in 0..concurrency {
+        let mut c = pool[t % conns].clone();
+        let (f, errors, first_error) = (f.clone(), errors.clone(), first_error.clone());
         tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<(), Status>(());
-                }
-                let t = Instant::now();
-                let r = claims
-                    .submit_claim(pb::SubmitClaimRequest {
-                        request_id: String::new(),
-                        claim: Some(pb::Claim {
-                            kind: pb::ClaimKind::Interception as i32,
-                            modality: pb::Modality::AssertedFact as i32,
-                            summary: format!("bench claim {i}: drones destroyed overnight"),
-                            claimant_id: format!("bench-claimant-{run}"),
-                            ..Default::default()
-                        }),
-                    })
-                    .await?
-                    .into_inner();
-                let t2 = Instant::now();
-                let claim_id = r.claim.map(|c| c.id).unwrap_or_default();
-                claims
-                    .add_evidence(pb::AddEvidenceRequest {
-                        request_id: String::new(),
-                        claim_id,
-                        evidence: Some(pb::Evidence {
-                            source_id: format!("bench-agency-{run}"),
-                            stance: pb::Stance::Supports as i32,
-                            kind: pb::EvidenceKind::MediaReport as i32,
-                            credibility: 2,
-                            ..Default::default()
-                        }),
-                    })
-                    .await?;
-                if let Ok(mut l) = lat.lock() {
-                    l.push(t2 - t);
-                    l.push(t2.elapsed());
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                match once(&mut c, &f, call).await {
+                    Ok(()) => lat.push(t0.elapsed()),
+                    Err(e) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut first) = first_error.lock() {
+                            first.get_or_insert_with(|| format!("{:?}: {}", e.code(), e.message()));
+                        }
+                        // A failing server must not turn the benchmark into a busy loop.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                 }
             }
+            lat
         }));
     }
+    let mut lat = Vec::new();
     for t in tasks {
-        t.await??;
+        match t.await {
+            Ok(l) => lat.extend(l),
+            Err(e) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = first_error.lock() {
+                    first.get_or_insert_with(|| format!("a benchmark task failed: {e}"));
+                }
+            }
+        }
     }
-    let secs = started.elapsed().as_secs_f64();
-    let mut l = lat
-        .lock()
-        .map_err(|_| anyhow!("latency lock poisoned"))?
-        .clone();
-    l.sort();
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
     let pct = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
             .copied()
             .unwrap_or_default()
     };
-    output::bench(a.claims, a.concurrency, secs, pct(0.5), pct(0.99));
-    Ok(ExitCode::SUCCESS)
+    let first_error = first_error
+        .lock()
+        .map_err(|_| anyhow!("lock poisoned"))
+        .ok()
+        .and_then(|mut e| e.take());
+    Figure {
+        call,
+        concurrency,
+        ok: lat.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        first_error,
+        per_sec: lat.len() as f64 / elapsed,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        vs_health: None,
+    }
 }

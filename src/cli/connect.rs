@@ -87,11 +87,14 @@ impl tonic::service::Interceptor for AddToken {
 
 type Svc = InterceptedService<Channel, AddToken>;
 
-/// The three service clients, on one channel.
+/// The service clients, on one channel.
+#[derive(Clone)]
 pub struct Clients {
     pub sources: SourceServiceClient<Svc>,
     pub claims: ClaimServiceClient<Svc>,
     pub log: LogServiceClient<Svc>,
+    /// `grpc.health.v1.Health`: the no-op call `bench` measures everything against.
+    pub health: tonic_health::pb::health_client::HealthClient<Svc>,
 }
 
 /// Connects to `--server` and wraps the channel in the token interceptor.
@@ -112,7 +115,8 @@ pub async fn connect(o: &ClientOpts) -> anyhow::Result<Clients> {
     Ok(Clients {
         sources: SourceServiceClient::with_interceptor(ch.clone(), i.clone()),
         claims: ClaimServiceClient::with_interceptor(ch.clone(), i.clone()),
-        log: LogServiceClient::with_interceptor(ch, i),
+        log: LogServiceClient::with_interceptor(ch.clone(), i.clone()),
+        health: tonic_health::pb::health_client::HealthClient::with_interceptor(ch, i),
     })
 }
 

@@ -9,7 +9,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -596,17 +595,39 @@ pub fn imported(counts: HashMap<&str, usize>, refs: HashMap<String, String>) {
 }
 
 /// The figures of a bench run.
-pub fn bench(claims: usize, concurrency: usize, secs: f64, p50: Duration, p99: Duration) {
-    let writes = claims * 2;
+/// One figure of `claimledger bench`: a table row, or a JSON line with `json`.
+pub fn bench_figure(f: &super::bench::Figure, json: bool) {
+    if json {
+        let line = serde_json::json!({
+            "call": f.call.method(),
+            "concurrency": f.concurrency,
+            "ok": f.ok,
+            "errors": f.errors,
+            "first_error": f.first_error,
+            "per_sec": f.per_sec,
+            "p50_us": f.p50.as_micros() as u64,
+            "p99_us": f.p99.as_micros() as u64,
+            "vs_health": f.vs_health,
+        });
+        println!("{line}");
+        return;
+    }
+    let vs = f
+        .vs_health
+        .map(|r| format!("{:>5.0} %", 100.0 * r))
+        .unwrap_or_else(|| "      –".into());
+    let errors = match (&f.first_error, f.errors) {
+        (_, 0) => String::new(),
+        (Some(e), n) => format!("  {n} errors, first: {}", clean(e)),
+        (None, n) => format!("  {n} errors"),
+    };
     println!(
-        "{} writes ({} claims + evidence) with {} clients in {:.2} s: {:.0} writes/s; latency p50 {:?} p99 {:?}",
-        writes,
-        claims,
-        concurrency,
-        secs,
-        writes as f64 / secs,
-        p50,
-        p99
+        "{:>3} streams  {:<24} {:>9.0}/s  p50 {:>8.2} ms  p99 {:>8.2} ms  vs health {vs}{errors}",
+        f.concurrency,
+        f.call.method(),
+        f.per_sec,
+        f.p50.as_secs_f64() * 1e3,
+        f.p99.as_secs_f64() * 1e3,
     );
 }
 
