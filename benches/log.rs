@@ -258,7 +258,6 @@ fn log_append_run_with(
         let elapsed = start.elapsed();
         assert_eq!(log.size(), count);
         let stored: Vec<Vec<u8>> = log
-            .store()
             .entries(0, count)
             .map(|kv| kv.unwrap().1.to_vec())
             .collect();
@@ -818,7 +817,7 @@ fn bench_proofs(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) {
         for _ in 0..2_000 {
             let i = rng.below(n);
             let p = log.inclusion_proof(i, n).unwrap();
-            let leaf = log.store().leaf_hash_at(i).unwrap();
+            let leaf = log.leaf_hash_at(i).unwrap();
             tlog_tiles::check_record(&p, n, root, i, leaf).unwrap();
             let old = 1 + rng.below(n);
             let p = log.consistency_proof(old, n).unwrap();

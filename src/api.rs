@@ -101,7 +101,7 @@ impl Ctx {
             .log
             .inclusion_proof(index, cp.size)
             .map_err(error::log)?;
-        let leaf = self.log.store().leaf_hash_at(index).map_err(error::log)?;
+        let leaf = self.log.leaf_hash_at(index).map_err(error::log)?;
         Ok(pb::Receipt {
             index,
             leaf_hash: leaf.0.to_vec(),

@@ -298,11 +298,6 @@ impl Log {
         *self.size_rx.borrow()
     }
 
-    /// The storage, for reads and proofs.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// The signer of checkpoints (origin and verifier key).
     pub fn checkpointer(&self) -> &Checkpointer {
         &self.checkpointer
@@ -354,6 +349,56 @@ impl Log {
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LogError> {
         self.store
             .consistency_proof(old_size, new_size, self.size())
+    }
+
+    /// The stored bytes of entry `index` (exactly what was hashed), if it is in the published
+    /// tree. Entries of a group still syncing are not shown.
+    pub fn entry(&self, index: u64) -> Result<Option<sled::IVec>, LogError> {
+        if index >= self.size() {
+            return Ok(None);
+        }
+        self.store.entry(index)
+    }
+
+    /// Entries `[start, end)` of the published tree, in order, with their indexes (`end` is cut
+    /// to the published size).
+    pub fn entries(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec), LogError>> + '_ {
+        self.store.entries(start, end.min(self.size()))
+    }
+
+    /// The index of the published entry with this leaf hash, if any.
+    pub fn index_of(&self, leaf: &Hash) -> Result<Option<u64>, LogError> {
+        let size = self.size();
+        Ok(self.store.index_of(leaf)?.filter(|i| *i < size))
+    }
+
+    /// The leaf hash of published entry `index`.
+    pub fn leaf_hash_at(&self, index: u64) -> Result<Hash, LogError> {
+        let size = self.size();
+        if index >= size {
+            return Err(LogError::OutOfRange {
+                requested: index,
+                size,
+            });
+        }
+        self.store.leaf_hash_at(index)
+    }
+
+    /// Read access to the domain indexes (written by the writer through [`Apply`]).
+    pub fn indexes(&self) -> IndexView {
+        self.store.indexes()
+    }
+
+    /// The full audit of this log (see [`verify::verify`]), while it keeps serving.
+    pub fn verify(
+        &self,
+        progress: &mut dyn FnMut(VerifyProgress),
+    ) -> Result<VerifyReport, LogError> {
+        verify::verify(&self.store, &self.checkpointer, progress)
     }
 
     /// The root hash of the tree at `size`.

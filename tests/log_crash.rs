@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use claimledger::log::store::leaf_hash;
-use claimledger::log::verify::verify;
 use claimledger::log::{Log, NoApply, Options};
 
 /// Shuts the log down and drops this handle (and with it the sled database), so the directory
@@ -182,17 +181,17 @@ fn crash_test_acknowledged_entries_survive_sigkill() {
                 .unwrap_or_else(|e| panic!("round {round}: reopening after SIGKILL: {e}"));
             let size = log.size();
             for (idx, want) in &acknowledged {
-                let bytes =
-                    log.store().entry(*idx).unwrap().unwrap_or_else(|| {
-                        panic!("round {round}: acknowledged entry {idx} is lost")
-                    });
+                let bytes = log
+                    .entry(*idx)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("round {round}: acknowledged entry {idx} is lost"));
                 assert_eq!(
                     &hex(&leaf_hash(&bytes).0),
                     want,
                     "round {round}: entry {idx} changed"
                 );
             }
-            let report = verify(log.store(), log.checkpointer(), &mut |_| {}).unwrap();
+            let report = log.verify(&mut |_| {}).unwrap();
             close(log).await;
             (size, report)
         });

@@ -123,7 +123,6 @@ async fn append_all(log: &Log, bodies: Vec<Vec<u8>>) -> Vec<Receipt> {
 
 fn stored_entries(log: &Log, n: u64) -> Vec<Vec<u8>> {
     let entries: Vec<Vec<u8>> = log
-        .store()
         .entries(0, n)
         .map(|kv| {
             let (_, v) = kv.expect("read entry");
@@ -135,7 +134,7 @@ fn stored_entries(log: &Log, n: u64) -> Vec<Vec<u8>> {
 }
 
 fn audit(log: &Log) -> claimledger::log::VerifyReport {
-    verify(log.store(), log.checkpointer(), &mut |_| {}).expect("verify runs")
+    log.verify(&mut |_| {}).expect("verify runs")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -345,7 +344,7 @@ async fn log_roots_agree_with_an_independent_tree_at_every_size() {
         let n = i as u64 + 1;
         let r = log.append("tester", body.clone()).await.expect("append");
         assert_eq!(r.index, i as u64);
-        let bytes = log.store().entry(r.index).unwrap().expect("stored entry");
+        let bytes = log.entry(r.index).unwrap().expect("stored entry");
         let env = Envelope::decode(&bytes[..]).expect("decodes");
         assert_eq!(&env.body, body, "the body is stored as given");
         assert_eq!(record_hash(&bytes), r.leaf_hash);
@@ -557,9 +556,9 @@ async fn receipts_verify_offline_and_checkpoints_from_another_key_are_rejected()
             r.leaf_hash,
         )
         .unwrap_or_else(|e| panic!("receipt {}: {e}", r.index));
-        let stored = a.store().entry(r.index).unwrap().expect("entry stored");
+        let stored = a.entry(r.index).unwrap().expect("entry stored");
         assert_eq!(leaf_hash(&stored), r.leaf_hash);
-        assert_eq!(a.store().index_of(&r.leaf_hash).unwrap(), Some(r.index));
+        assert_eq!(a.index_of(&r.leaf_hash).unwrap(), Some(r.index));
 
         // The note verifies with the signed_note crate's own verifier, and its text is the
         // checkpoint the receipt describes.
@@ -948,7 +947,7 @@ async fn many_concurrent_appends_get_contiguous_indexes_and_valid_receipts() {
             verify_checkpoint(r.checkpoint.note.as_bytes(), &vk, DEFAULT_ORIGIN).is_ok()
         });
         assert!(ok, "checkpoint {} verifies", r.checkpoint.size);
-        let stored = log.store().entry(r.index).unwrap().unwrap();
+        let stored = log.entry(r.index).unwrap().unwrap();
         assert_eq!(leaf_hash(&stored), r.leaf_hash);
         assert_eq!(&Envelope::decode(&stored[..]).unwrap().body, body);
     }
@@ -983,7 +982,7 @@ async fn large_entries_go_through_sled_blobs_and_survive_reopen() {
 
     let log = open(dir.path());
     for r in &receipts {
-        let stored = log.store().entry(r.index).unwrap().expect("entry stored");
+        let stored = log.entry(r.index).unwrap().expect("entry stored");
         assert_eq!(leaf_hash(&stored), r.leaf_hash);
     }
     close(log).await;

@@ -223,7 +223,7 @@ impl ClaimService for Claims {
                     .log
                     .inclusion_proof(index, size)
                     .map_err(error::log)?;
-                let leaf = self.0.log.store().leaf_hash_at(index).map_err(error::log)?;
+                let leaf = self.0.log.leaf_hash_at(index).map_err(error::log)?;
                 resp.proofs.push(pb::EntryProof {
                     index,
                     leaf_hash: leaf.0.to_vec(),

@@ -45,7 +45,6 @@ async fn send_range(
         let mut bytes = 0;
         let batch: Result<Vec<pb::LogEntry>, Status> = ctx
             .log
-            .store()
             .entries(at, to)
             .take_while(|kv| {
                 let more = bytes < CHUNK_BYTES;
@@ -163,17 +162,15 @@ impl LogService for LogApi {
             Some(pb::get_inclusion_proof_request::Leaf::LeafHash(h)) => {
                 let h = hash("leaf_hash", &h)?;
                 // An entry still being synced is not in the log yet.
-                log.store()
-                    .index_of(&h)
+                log.index_of(&h)
                     .map_err(error::log)?
-                    .filter(|i| *i < log.size())
                     .ok_or_else(|| Status::not_found("no entry has this leaf hash"))?
             }
             None => return Err(error::missing("index or leaf_hash")),
         };
         let hashes = log.inclusion_proof(index, tree_size).map_err(error::log)?;
         let root = log.root_at(tree_size).map_err(error::log)?;
-        let leaf = log.store().leaf_hash_at(index).map_err(error::log)?;
+        let leaf = log.leaf_hash_at(index).map_err(error::log)?;
         Ok(Response::new(pb::GetInclusionProofResponse {
             index,
             leaf_hash: leaf.0.to_vec(),
@@ -280,7 +277,7 @@ impl LogService for LogApi {
                 }));
             };
             // The stream always ends with a `done` message, also when the audit cannot run.
-            let last = match verify::verify(log.store(), log.checkpointer(), &mut progress) {
+            let last = match log.verify(&mut progress) {
                 Ok(r) => pb::VerifyLogResponse {
                     checked: r.checked,
                     total: r.size,

@@ -148,7 +148,7 @@ pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 impl Reader {
     pub fn new(log: Log) -> Reader {
-        let idx = log.store().indexes();
+        let idx = log.indexes();
         Reader { log, idx }
     }
 
@@ -268,7 +268,6 @@ impl Reader {
         // as they would have been at that moment.
         let then = self
             .log
-            .store()
             .entry(as_of - 1)?
             .ok_or_else(|| LedgerError::Corrupt(format!("entry {} missing", as_of - 1)))?;
         let env: Envelope = decode(&then, "entry")?;
