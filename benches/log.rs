@@ -22,9 +22,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use claimledger::log::store::leaf_hash;
-use claimledger::log::verify::verify;
-use claimledger::log::{Checkpointer, Envelope, Log, NoApply, Options, Store, DEFAULT_ORIGIN};
+use claimledger::log::{leaf_hash, Envelope, Log, NoApply, Offline, Options};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
@@ -276,7 +274,7 @@ fn raw_sled(dir: &Path) -> (sled::Db, File) {
     let path = dir.join("sled");
     let db = sled::Config::new()
         .path(&path)
-        .cache_capacity(claimledger::log::store::CACHE_BYTES)
+        .cache_capacity(claimledger::log::CACHE_BYTES)
         .mode(sled::Mode::HighThroughput)
         .open()
         .unwrap();
@@ -582,7 +580,7 @@ fn child_open() {
     let (base_rss, _) = rss_kib();
     if mode == "sled" {
         let start = Instant::now();
-        let store = Store::open(&dir).unwrap();
+        let store = Offline::open(&dir).unwrap();
         let size = store.size().unwrap();
         let elapsed = start.elapsed();
         let (rss, hwm) = rss_kib();
@@ -647,7 +645,7 @@ fn bench_open(dir: &Path, n: u64, just_built: bool) {
             }
             let r = open_in_child(dir, kind);
             let name = match kind {
-                OpenKind::SledOnly => "sled only (Store::open)",
+                OpenKind::SledOnly => "sled only (Offline::open)",
                 OpenKind::Log { rehash: false } => "Log::open, no rehash",
                 OpenKind::Log { rehash: true } => "Log::open, rehash (dflt)",
             };
@@ -684,15 +682,14 @@ fn bench_open(dir: &Path, n: u64, just_built: bool) {
 
 fn bench_verify(dir: &Path, n: u64) {
     println!("\n## Full verify at {n} entries\n");
-    let store = Store::open(dir).unwrap();
-    let cp = Checkpointer::load_or_create(dir, DEFAULT_ORIGIN).unwrap();
+    let store = Offline::open(dir).unwrap();
 
     // The audit itself, twice: the first pass starts with sled's cache empty, the second
     // with whatever of the data sled's cache (256 MiB) still holds.
     let mut verify_times = Vec::new();
     for _ in 0..2 {
         let start = Instant::now();
-        let report = verify(&store, &cp, &mut |_| {}).unwrap();
+        let report = store.verify(&mut |_| {}).unwrap();
         verify_times.push(start.elapsed());
         assert!(report.ok(), "{report:?}");
         assert_eq!(report.checked, n);
@@ -929,7 +926,7 @@ fn main() {
         }
     };
     let existing = if dir.join("sled").exists() {
-        Store::open(&dir).and_then(|s| s.size()).unwrap_or(0)
+        Offline::open(&dir).and_then(|s| s.size()).unwrap_or(0)
     } else {
         0
     };

@@ -4,7 +4,8 @@
 //! ledger derives sled indexes (records per source and claim, and lookup indexes by kind,
 //! status, claimant, place, event time and words) so reads never scan the log. The indexes are
 //! written by [`apply::LedgerApply`] inside the log's writer, in the same atomic batch as the
-//! entry they derive from, and can be rebuilt from the log alone ([`reindex`]).
+//! entry they derive from, and can be rebuilt from the log alone (`claimledger reindex`:
+//! `log::Offline::reindex` with [`LedgerApply`]).
 //!
 //! - [`keys`]: the index key layout.
 //! - [`apply`]: validation against current state, idempotency, and index writes.
@@ -20,10 +21,7 @@ pub use apply::LedgerApply;
 pub use error::LedgerError;
 pub use read::Reader;
 
-use prost::Message;
 use sha2::{Digest, Sha256};
-
-use crate::log::{self, Apply, Envelope, LogError, Store};
 
 /// A server-assigned id: `prefix` and 16 hex digits (64 bits) of SHA-256 over the request id. Stable for
 /// a retried request, short and URL-safe.
@@ -53,48 +51,4 @@ pub fn scoped_request_id(actor: &str, request_id: &str) -> String {
     } else {
         format!("{actor}\0{request_id}")
     }
-}
-
-/// Rebuilds every domain index from the log: removes all index keys, then applies each entry
-/// in order. Run offline (`claimledger reindex`), with no server on the directory. If an entry
-/// does not apply (which a log written by this code cannot contain), it stops with an error
-/// naming the entry and the indexes stay partial until the cause is fixed and it is run again.
-pub fn reindex(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, LogError> {
-    let tree = store.indexes_tree();
-    let mut batch = sled::Batch::default();
-    for k in tree.scan_prefix([log::apply::INDEX_PREFIX]).keys() {
-        batch.remove(k?);
-    }
-    tree.apply_batch(batch)?;
-    let size = store.size()?;
-    let apply = LedgerApply;
-    let mut group = log::apply::Overlay::new();
-    for kv in store.entries(0, size) {
-        let (i, bytes) = kv?;
-        let env = Envelope::decode(&bytes[..]).map_err(|e| LogError::Tampered {
-            index: i,
-            reason: format!("entry does not decode: {e}"),
-        })?;
-        let meta = log::EntryMeta::of(&env, log::store::leaf_hash(&bytes));
-        let mut ctx = log::Ctx::new(tree, &group);
-        // Every entry in the log was accepted by this same hook when it was written, so a
-        // refusal here means the log or the code changed: stop and say which entry.
-        if let Err(e) = apply.apply(&mut ctx, &meta, &env.body) {
-            return Err(LogError::Corrupt(format!("entry {i} does not apply: {e}")));
-        }
-        group.extend(ctx.into_writes());
-        if group.len() > 50_000 || i + 1 == size {
-            let mut batch = sled::Batch::default();
-            for (k, v) in std::mem::take(&mut group) {
-                match v {
-                    Some(v) => batch.insert(k, v),
-                    None => batch.remove(k),
-                }
-            }
-            tree.apply_batch(batch)?;
-        }
-        progress(i + 1, size);
-    }
-    store.sync()?;
-    Ok(size)
 }

@@ -13,7 +13,8 @@
 //!   and durably before acknowledging them.
 //! - [`apply`]: the hook through which the domain layer writes its indexes in the same atomic
 //!   batch as the entries they derive from.
-//! - [`verify`]: the full offline audit.
+//! - [`verify`]: the full audit.
+//! - [`offline`]: a data directory without a writer, for `verify`, `reindex` and `recover`.
 //!
 //! [`Log`] ties them together: open (with the start-up check), append, read, prove, tail.
 
@@ -23,7 +24,8 @@ pub mod checkpoint_file;
 pub mod entry;
 mod error;
 pub(crate) mod guard;
-pub mod store;
+pub mod offline;
+pub(crate) mod store;
 pub mod verify;
 mod writer;
 
@@ -31,7 +33,9 @@ pub use apply::{Apply, Ctx, IndexView, NoApply, Rejection};
 pub use checkpoint::{Checkpointer, SignedCheckpoint};
 pub use entry::{EntryMeta, Envelope};
 pub use error::{AppendError, LogError};
-pub use store::Store;
+pub use offline::{Offline, Recovered, Recovery};
+pub(crate) use store::Store;
+pub use store::{leaf_hash, CACHE_BYTES};
 pub use verify::{VerifyProgress, VerifyReport};
 pub use writer::Receipt;
 
@@ -43,7 +47,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Runs `f`, which reads `store`: a sled panic inside it (sled panics on some damaged data)
 /// becomes [`LogError::Unreadable`] naming sled's file, and prints nothing.
-pub fn guarded<T>(store: &Store, f: impl FnOnce() -> Result<T, LogError>) -> Result<T, LogError> {
+pub(crate) fn guarded<T>(
+    store: &Store,
+    f: impl FnOnce() -> Result<T, LogError>,
+) -> Result<T, LogError> {
     guard::catch(f).map_err(|panic| LogError::Unreadable {
         file: store.data_file().display().to_string(),
         index: None,

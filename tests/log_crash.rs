@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use claimledger::log::store::leaf_hash;
+use claimledger::log::leaf_hash;
 use claimledger::log::{Log, NoApply, Options};
 
 /// Shuts the log down and drops this handle (and with it the sled database), so the directory

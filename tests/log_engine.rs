@@ -8,10 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use claimledger::log::checkpoint::verify_checkpoint;
-use claimledger::log::store::leaf_hash;
-use claimledger::log::verify::verify;
+use claimledger::log::leaf_hash;
 use claimledger::log::{
-    Checkpointer, Envelope, Log, LogError, NoApply, Options, Receipt, Store, DEFAULT_ORIGIN,
+    Envelope, Log, LogError, NoApply, Offline, Options, Receipt, DEFAULT_ORIGIN,
 };
 use proptest::prelude::*;
 use prost::Message;
@@ -715,9 +714,8 @@ fn rewrite_entry(dir: &Path, index: u64, f: impl FnOnce(&mut Vec<u8>)) {
 }
 
 fn offline_verify(dir: &Path) -> claimledger::log::VerifyReport {
-    let store = while_locked(|| Store::open(dir));
-    let cp = Checkpointer::load_or_create(dir, DEFAULT_ORIGIN).expect("key loads");
-    verify(&store, &cp, &mut |_| {}).expect("verify runs")
+    let offline = while_locked(|| Offline::open(dir));
+    offline.verify(&mut |_| {}).expect("verify runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

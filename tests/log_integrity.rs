@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use claimledger::log::checkpoint_file;
-use claimledger::log::{AppendError, Log, LogError, NoApply, Options, Store};
+use claimledger::log::{AppendError, Log, LogError, NoApply, Offline, Options};
 use claimledger::pb;
 use common::{claimledger, ServeProcess};
 
@@ -60,8 +60,8 @@ enum SledSees {
 }
 
 fn sled_sees(dir: &Path) -> SledSees {
-    match Store::open(dir) {
-        Ok(store) => SledSees::Size(store.size().expect("size")),
+    match Offline::open(dir) {
+        Ok(offline) => SledSees::Size(offline.size().expect("size")),
         Err(e @ LogError::Unreadable { .. }) => SledSees::Unreadable(e.to_string()),
         Err(e) => panic!("opening the store: {e}"),
     }
@@ -327,9 +327,9 @@ fn a_crash_between_the_sled_commit_and_the_checkpoint_file_loses_nothing_acknowl
     assert!(!status.success(), "the failpoint aborts: {status}");
 
     // On disk: sled has the unacknowledged 11th entry, the file still the 10th checkpoint.
-    let store = Store::open(dir.path()).expect("store");
-    assert_eq!(store.size().expect("size"), 11);
-    drop(store);
+    let offline = Offline::open(dir.path()).expect("open offline");
+    assert_eq!(offline.size().expect("size"), 11);
+    drop(offline);
     let note = checkpoint_file::latest_note(dir.path())
         .expect("read")
         .expect("a file");

@@ -16,8 +16,8 @@ use crate::api::{
     auth::{Auth, Tokens},
     server::{Config, Limits},
 };
-use crate::ledger::{self, LedgerApply};
-use crate::log::{self, checkpoint::Checkpointer, Log, Options, Store};
+use crate::ledger::LedgerApply;
+use crate::log::{self, Log, Options};
 use crate::witness::submit::{self, Submitter, WitnessConfig, Witnessing};
 
 #[derive(Args)]
@@ -241,61 +241,15 @@ async fn start_witnessing(ctx: api::Ctx, log: &Log, dir: &Path, w: Witnessing) -
 /// It never runs by itself, says exactly what is given up, and keeps the superseded checkpoint.
 pub async fn recover(a: RecoverArgs) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || {
-        let dir = a.data_dir.as_path();
-        let (store, cp) = open_offline(dir)?;
-        let file_path = log::checkpoint_file::path(dir);
-        // A damaged file (not a checkpoint signed by this log's key) is a case to recover from
-        // too; only an I/O error stops here.
-        let (file, damaged) = match log::checkpoint_file::read(dir, &cp) {
-            Ok(f) => (f, None),
-            Err(e @ log::LogError::Corrupt(_)) => (None, Some(e.to_string())),
-            Err(e) => return Err(e.into()),
-        };
-        let stored = log::guarded(&store, || store.size())?;
-        let keeps_file = log::guarded(&store, || store.keeps_checkpoint_file())?;
-        let loss = match &file {
-            _ if damaged.is_some() => format!(
-                "{}: what it recorded cannot be known; sled holds {stored} entries",
-                damaged.as_deref().unwrap_or_default()
-            ),
-            Some(f) if f.size > stored => format!(
-                "sled holds {stored} entries, but {} says {} were committed and acknowledged: \
-                 entries {stored} to {} ({} entries) are lost",
-                file_path.display(),
-                f.size,
-                f.size - 1,
-                f.size - stored
-            ),
-            Some(f) if log::guarded(&store, || store.root_at(f.size, stored))? != f.root => {
-                format!(
-                    "the tree sled holds ({stored} entries) differs at size {} from the signed \
-                     checkpoint in {}: the history acknowledged up to that size is replaced by \
-                     the one sled holds",
-                    f.size,
-                    file_path.display()
-                )
-            }
-            Some(_) => {
-                println!(
-                    "nothing to recover: sled holds {stored} entries, consistent with {}",
-                    file_path.display()
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            None if keeps_file => format!(
-                "{} is missing: sled holds {stored} entries, and any acknowledged beyond them \
-                 cannot be known",
-                file_path.display()
-            ),
-            None => {
-                println!(
-                    "nothing to recover: this data directory has no checkpoint file yet; the \
-                     next open makes one from sled's checkpoint"
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-        };
-        println!("{loss}.");
+        let dir = log::Offline::open(&a.data_dir)?;
+        let recovery = dir.recovery()?;
+        let file = log::checkpoint_file::path(&a.data_dir);
+        if !recovery.needed() {
+            println!("{}", recovery.describe(&file));
+            return Ok(ExitCode::SUCCESS);
+        }
+        let stored = recovery.stored();
+        println!("{}.", recovery.describe(&file));
         println!(
             "Continuing makes size {stored} the latest again. Receipts and checkpoints above it \
              will not verify against this log's new checkpoints, and witnesses that cosigned a \
@@ -307,70 +261,34 @@ pub async fn recover(a: RecoverArgs) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::from(1));
         }
-        // What sled holds must verify on its own before it becomes the history to continue.
-        let report = log::verify::verify_sled(&store, &cp)?;
-        if !report.ok() {
-            match report.first_bad_index {
-                Some(i) => println!(
-                    "FAILED at index {i}: what sled holds does not verify either: {}; nothing \
-                     was changed",
-                    report.error
-                ),
-                None => println!(
-                    "FAILED: what sled holds does not verify either: {}; nothing was changed",
-                    report.error
-                ),
+        match dir.recover(&recovery)? {
+            log::Recovered::Unsound(report) => {
+                match report.first_bad_index {
+                    Some(i) => println!(
+                        "FAILED at index {i}: what sled holds does not verify either: {}; \
+                         nothing was changed",
+                        report.error
+                    ),
+                    None => println!(
+                        "FAILED: what sled holds does not verify either: {}; nothing was \
+                         changed",
+                        report.error
+                    ),
+                }
+                Ok(ExitCode::from(2))
             }
-            return Ok(ExitCode::from(2));
-        }
-        let superseded = match (&file, &damaged) {
-            (Some(f), _) => Some((f.size.to_string(), f.note.as_bytes().to_vec())),
-            (None, Some(_)) => Some((
-                "damaged".to_string(),
-                std::fs::read(&file_path)
-                    .with_context(|| format!("reading {}", file_path.display()))?,
-            )),
-            (None, None) => None,
-        };
-        if let Some((tag, bytes)) = superseded {
-            let kept = dir.join(format!(
-                "{}.superseded-{tag}",
-                log::checkpoint_file::CHECKPOINT_FILE
-            ));
-            crate::files::replace(&kept, &bytes)
-                .map_err(|(p, e)| anyhow::anyhow!("{}: {e}", p.display()))?;
-            println!("kept the superseded checkpoint in {}", kept.display());
-        }
-        let signed = log::guarded(&store, || {
-            if store.has_checkpoint()? {
-                store.latest_checkpoint()
-            } else {
-                cp.sign(stored, store.root_at(stored, stored)?)
+            log::Recovered::Done { size, kept } => {
+                if let Some(kept) = kept {
+                    println!("kept the superseded checkpoint in {}", kept.display());
+                }
+                println!(
+                    "recovered: the log continues from size {size} (all {size} entries verified)"
+                );
+                Ok(ExitCode::SUCCESS)
             }
-        })?;
-        log::checkpoint_file::replace(dir, &signed, &store)?;
-        println!(
-            "recovered: the log continues from size {stored} (all {} entries verified)",
-            report.checked
-        );
-        Ok(ExitCode::SUCCESS)
+        }
     })
     .await?
-}
-
-fn open_offline(dir: &std::path::Path) -> anyhow::Result<(Store, Checkpointer)> {
-    if !dir.join("sled").exists() {
-        anyhow::bail!("{} is not a claimledger data directory", dir.display());
-    }
-    let store = Store::open(dir)?;
-    // Offline commands only read: the origin sled recorded, else the checkpoint file's, else
-    // the default (a directory with nothing in it yet).
-    let origin = match log::guarded(&store, || store.stored_origin())? {
-        Some(o) => o,
-        None => log::checkpoint_file::origin(dir)?.unwrap_or_else(|| log::DEFAULT_ORIGIN.into()),
-    };
-    let cp = Checkpointer::load(dir, &origin)?;
-    Ok((store, cp))
 }
 
 fn bar(total: u64) -> ProgressBar {
@@ -385,9 +303,9 @@ fn bar(total: u64) -> ProgressBar {
 
 pub async fn verify(a: DirArgs) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || {
-        let (store, cp) = open_offline(&a.data_dir)?;
-        let pb = bar(store.size()?);
-        let report = log::verify::verify(&store, &cp, &mut |p| {
+        let dir = log::Offline::open(&a.data_dir)?;
+        let pb = bar(dir.size()?);
+        let report = dir.verify(&mut |p| {
             pb.set_length(p.total);
             pb.set_position(p.checked);
         })?;
@@ -395,7 +313,7 @@ pub async fn verify(a: DirArgs) -> anyhow::Result<ExitCode> {
         let root = report.root.map(|r| r.to_string()).unwrap_or_default();
         if report.ok() {
             println!("ok: {} entries verified, root {root}", report.checked);
-            println!("verifier key: {}", cp.verifier_key());
+            println!("verifier key: {}", dir.checkpointer().verifier_key());
             Ok(ExitCode::SUCCESS)
         } else {
             match report.first_bad_index {
@@ -410,14 +328,12 @@ pub async fn verify(a: DirArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn reindex(a: DirArgs) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || {
-        let (store, _) = open_offline(&a.data_dir)?;
-        let pb = bar(store.size()?);
-        let n = log::guarded(&store, || {
-            ledger::reindex(&store, &mut |done, total| {
-                if done % 4096 == 0 || done == total {
-                    pb.set_position(done);
-                }
-            })
+        let dir = log::Offline::open(&a.data_dir)?;
+        let pb = bar(dir.size()?);
+        let n = dir.reindex(&LedgerApply, &mut |done, total| {
+            if done % 4096 == 0 || done == total {
+                pb.set_position(done);
+            }
         })?;
         pb.finish_and_clear();
         println!("reindexed {n} entries");

@@ -159,7 +159,11 @@ pub fn read(dir: &Path, cp: &Checkpointer) -> Result<Option<SignedCheckpoint>, L
 /// Creates (or replaces) the checkpoint file holding `signed`, atomically and durably, and
 /// records that the directory keeps it: on first open, and for an operator's explicit recovery
 /// (`claimledger recover`), offline.
-pub fn replace(dir: &Path, signed: &SignedCheckpoint, store: &Store) -> Result<(), LogError> {
+pub(crate) fn replace(
+    dir: &Path,
+    signed: &SignedCheckpoint,
+    store: &Store,
+) -> Result<(), LogError> {
     create(dir, signed)?;
     store.mark_checkpoint_file()
 }

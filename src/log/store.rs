@@ -206,12 +206,8 @@ impl Store {
         Ok(())
     }
 
+    /// The one sled tree (the writer's batches, the offline `reindex`).
     pub(crate) fn tree(&self) -> &sled::Tree {
-        &self.tree
-    }
-
-    /// The sled tree the domain indexes live in, for offline rebuilding (`reindex`) only.
-    pub fn indexes_tree(&self) -> &sled::Tree {
         &self.tree
     }
 

@@ -97,7 +97,7 @@ impl Compact {
 ///
 /// sled panics on some damaged data: such a panic while reading entry `i` is reported as the
 /// first bad index `i`, one elsewhere as [`LogError::Unreadable`]; neither prints anything.
-pub fn verify(
+pub(crate) fn verify(
     store: &Store,
     cp: &Checkpointer,
     progress: &mut dyn FnMut(VerifyProgress),
@@ -108,7 +108,7 @@ pub fn verify(
 /// [`verify`] without the comparison with the checkpoint file: for the start-up check (which
 /// makes that comparison itself, before and after, with errors of its own) and for `recover`
 /// (which must know whether what sled holds is sound before it makes it the history).
-pub fn verify_sled(store: &Store, cp: &Checkpointer) -> Result<VerifyReport, LogError> {
+pub(crate) fn verify_sled(store: &Store, cp: &Checkpointer) -> Result<VerifyReport, LogError> {
     super::guarded(store, || audit(store, cp, &mut |_| {}, false))
 }
 
