@@ -10,12 +10,16 @@
 //! - [`keys`]: the index key layout.
 //! - [`apply`]: validation against current state, idempotency, and index writes.
 //! - [`read`]: records, statuses (now or as of an earlier size) and list queries.
+//! - [`status`]: a claim's status from its record as of a size (shared by `read` and `apply`).
+//! - [`terms`]: the words a claim is indexed and matched by (shared by `apply` and `read`).
 //! - [`error`]: the domain errors the API maps to gRPC codes.
 
 pub mod apply;
 pub mod error;
 pub mod keys;
 pub mod read;
+pub mod status;
+pub mod terms;
 
 pub use apply::LedgerApply;
 pub use error::LedgerError;

@@ -8,8 +8,8 @@ use prost::Message;
 
 use super::error::{not_found, LedgerError};
 use super::keys::{self, join};
-use super::read::{outcome, SourceLookup};
-use crate::claims::validate::words;
+use super::status::{outcome, SourceLookup};
+use super::terms;
 use crate::log::{Apply, Ctx, EntryMeta, Rejection};
 use crate::pb::{self, change::Kind};
 
@@ -216,16 +216,10 @@ fn submit_claim(ctx: &mut Ctx<'_>, meta: &EntryMeta, mut c: pb::Claim) -> Result
         &join(&[&keys::bucket(keys::CLAIMANT, &c.claimant_id), &idx]),
         idb.clone(),
     );
-    let place_text: Vec<&str> = c
-        .places
-        .iter()
-        .flat_map(|p| [&p.country, &p.admin1, &p.admin2, &p.locality])
-        .map(String::as_str)
-        .collect();
-    for w in words(&place_text.join(" ")) {
+    for w in terms::place_words(&c) {
         ctx.put(&join(&[&keys::bucket(keys::PLACE, &w), &idx]), idb.clone());
     }
-    for w in words(&format!("{} {} {}", c.summary, c.text, c.tags.join(" "))) {
+    for w in terms::text_words(&c) {
         ctx.put(&join(&[&keys::bucket(keys::WORD, &w), &idx]), idb.clone());
     }
     if let Some(t) = &c.event_time {

@@ -1,131 +1,30 @@
-//! Reads of the ledger: records, statuses now or as of an earlier log size, and list queries.
-//! Every read goes through an index; none scans the log.
+//! Reads of the ledger: records, and statuses now or as of an earlier log size; the list
+//! queries are in [`query`]. Every read goes through an index; none scans the log.
 
-use std::collections::HashMap;
+mod query;
+
+pub use query::{DEFAULT_PAGE, MAX_PAGE, MAX_PAGE_BYTES};
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use prost::Message;
 
 use super::error::{not_found, LedgerError};
 use super::keys::{self, join};
-use crate::claims::policy::{self, Outcome, PolicyInput};
-use crate::claims::validate::words;
+use super::status::{outcome, record_as_of, source_as_of};
+use crate::claims::policy::Outcome;
 use crate::log::{Envelope, IndexView, Log};
 use crate::pb;
 
-/// Looks a source record up by id.
-pub(crate) type SourceLookup<'a> =
-    dyn FnMut(&str) -> Result<Option<pb::GetSourceResponse>, LedgerError> + 'a;
-
-/// The source as it stood before log size `as_of` (None: now), or None if not yet registered.
-fn source_as_of(rec: &pb::GetSourceResponse, as_of: Option<u64>) -> Option<pb::Source> {
-    let mut s = rec.source.clone()?;
-    if let Some(n) = as_of {
-        if s.registered_index >= n {
-            return None;
-        }
-        if let Some(g) = rec.grades.iter().rev().find(|g| g.index < n) {
-            s.reliability = g.reliability;
-        }
-    }
-    Some(s)
-}
-
-/// Keeps only what was logged before size `as_of`.
-pub(crate) fn record_as_of(rec: &pb::GetClaimResponse, as_of: u64) -> pb::GetClaimResponse {
-    let mut r = rec.clone();
-    r.evidence.retain(|e| e.index < as_of);
-    r.verdicts.retain(|v| v.index < as_of);
-    if r.retraction.as_ref().is_some_and(|x| x.index >= as_of) {
-        r.retraction = None;
-    }
-    r.entry_indexes.retain(|i| *i < as_of);
-    r
-}
-
-/// Runs the policy on a claim record (already cut to `as_of` if given), with sources as of then.
-pub(crate) fn outcome(
-    rec: &pb::GetClaimResponse,
-    as_of: Option<u64>,
-    now_unix: i64,
-    lookup: &mut SourceLookup<'_>,
-) -> Result<Outcome, LedgerError> {
-    let claim = rec
-        .claim
-        .as_ref()
-        .ok_or_else(|| LedgerError::Corrupt("claim record without claim".into()))?;
-    let mut ids: Vec<&str> = vec![&claim.claimant_id];
-    ids.extend(claim.attribution.iter().map(|h| h.source_id.as_str()));
-    for e in &rec.evidence {
-        ids.push(&e.source_id);
-        ids.extend(e.attribution.iter().map(|h| h.source_id.as_str()));
-    }
-    let mut sources = HashMap::new();
-    for id in ids {
-        if id.is_empty() || sources.contains_key(id) {
-            continue;
-        }
-        if let Some(s) = lookup(id)?.as_ref().and_then(|r| source_as_of(r, as_of)) {
-            sources.insert(id.to_string(), s);
-        }
-    }
-    Ok(policy::evaluate(&PolicyInput {
-        claim,
-        evidence: &rec.evidence,
-        verdicts: &rec.verdicts,
-        retraction: rec.retraction.as_ref(),
-        sources: &sources,
-        now_unix,
-    }))
-}
-
-fn decode<M: Message + Default>(v: &[u8], what: &str) -> Result<M, LedgerError> {
+pub(super) fn decode<M: Message + Default>(v: &[u8], what: &str) -> Result<M, LedgerError> {
     M::decode(v).map_err(|e| LedgerError::Corrupt(format!("{what}: {e}")))
 }
 
-fn now_unix() -> i64 {
+pub(super) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default()
-}
-
-/// Default and maximum page sizes of list calls.
-pub const DEFAULT_PAGE: usize = 50;
-pub const MAX_PAGE: usize = 500;
-
-fn page_size(n: u32) -> usize {
-    match n as usize {
-        0 => DEFAULT_PAGE,
-        n => n.min(MAX_PAGE),
-    }
-}
-
-fn bad_token() -> LedgerError {
-    LedgerError::InvalidArgument(crate::claims::validate::FieldError {
-        field: "page_token".into(),
-        message: "is not a token this server issued".into(),
-    })
-}
-
-fn encode_token(tag: u8, body: &[u8]) -> String {
-    let mut raw = vec![tag];
-    raw.extend_from_slice(body);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn decode_token(tag: u8, token: &str) -> Result<Option<Vec<u8>>, LedgerError> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| bad_token())?;
-    match raw.split_first() {
-        Some((t, body)) if *t == tag => Ok(Some(body.to_vec())),
-        _ => Err(bad_token()),
-    }
 }
 
 /// The status of a claim, with everything GetClaimStatus returns.
@@ -139,12 +38,9 @@ pub struct StatusAnswer {
 /// Read access to the ledger.
 #[derive(Clone)]
 pub struct Reader {
-    log: Log,
-    idx: IndexView,
+    pub(super) log: Log,
+    pub(super) idx: IndexView,
 }
-
-/// The bytes of claims after which a list page ends (it always holds at least one claim).
-pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 impl Reader {
     pub fn new(log: Log) -> Reader {
@@ -154,7 +50,10 @@ impl Reader {
 
     /// A source record as of the published (durable) log size: the writer makes a group's
     /// records visible before its fdatasync ends, and nothing is shown before it is durable.
-    fn lookup_source(&self, id: &str) -> Result<Option<pb::GetSourceResponse>, LedgerError> {
+    pub(super) fn lookup_source(
+        &self,
+        id: &str,
+    ) -> Result<Option<pb::GetSourceResponse>, LedgerError> {
         let Some(v) = self.idx.get(&join(&[keys::SOURCE, id.as_bytes()]))? else {
             return Ok(None);
         };
@@ -173,40 +72,8 @@ impl Reader {
             .ok_or_else(|| not_found("source", id))
     }
 
-    pub fn list_sources(
-        &self,
-        size: u32,
-        token: &str,
-    ) -> Result<(Vec<pb::Source>, String), LedgerError> {
-        let n = page_size(size);
-        let start = match decode_token(b's', token)? {
-            // Resume just after the last id returned.
-            Some(last) => join(&[keys::SOURCE, &last, &[0]]),
-            None => keys::SOURCE.to_vec(),
-        };
-        let mut out = Vec::new();
-        let mut next = String::new();
-        let durable = self.log.size();
-        for kv in self.idx.scan_from(keys::SOURCE, &start) {
-            let (_, v) = kv?;
-            let rec: pb::GetSourceResponse = decode(&v, "source record")?;
-            // As in `lookup_source`: nothing that is not yet durable.
-            let Some(s) = source_as_of(&rec, Some(durable)) else {
-                continue;
-            };
-            if out.len() == n {
-                if let Some(last) = out.last().map(|s: &pb::Source| s.id.clone()) {
-                    next = encode_token(b's', last.as_bytes());
-                }
-                break;
-            }
-            out.push(s);
-        }
-        Ok((out, next))
-    }
-
     /// A claim record as of the published (durable) log size (see `lookup_source`).
-    fn record(&self, id: &str) -> Result<pb::GetClaimResponse, LedgerError> {
+    pub(super) fn record(&self, id: &str) -> Result<pb::GetClaimResponse, LedgerError> {
         let Some(v) = self.idx.get(&join(&[keys::CLAIM, id.as_bytes()]))? else {
             return Err(not_found("claim", id));
         };
@@ -218,7 +85,7 @@ impl Reader {
         Ok(record_as_of(&rec, size))
     }
 
-    fn evaluate_now(&self, rec: &pb::GetClaimResponse) -> Result<Outcome, LedgerError> {
+    pub(super) fn evaluate_now(&self, rec: &pb::GetClaimResponse) -> Result<Outcome, LedgerError> {
         let mut lookup = |id: &str| self.lookup_source(id);
         outcome(rec, None, now_unix(), &mut lookup)
     }
@@ -279,201 +146,5 @@ impl Reader {
             as_of_size: as_of,
             record: cut,
         })
-    }
-
-    /// Lists claims matching every filter, in log order, one page at a time: at most the page
-    /// size, and no more claims once the page holds [`MAX_PAGE_BYTES`].
-    pub fn list_claims(
-        &self,
-        req: &pb::ListClaimsRequest,
-    ) -> Result<pb::ListClaimsResponse, LedgerError> {
-        let n = page_size(req.page_size);
-        let after = match decode_token(b'c', &req.page_token)? {
-            Some(b) => Some(u64::from_be_bytes(b.try_into().map_err(|_| bad_token())?)),
-            None => None,
-        };
-        let query_words = words(&req.query);
-        let place_words = words(&req.place);
-        let time_filter = req.event_time_from.is_some() || req.event_time_to.is_some();
-        let status_filter = req.status != 0;
-
-        // Drive the scan with the most selective index the request allows; every candidate is
-        // then checked against all filters. Statuses that time alone can change (CLAIMED ↔
-        // INCONCLUSIVE past a deadline) are driven by log order and checked live.
-        let time_sensitive = [pb::Status::Claimed as i32, pb::Status::Inconclusive as i32];
-        let prefix: Vec<u8> = if !req.claimant_id.is_empty() {
-            keys::bucket(keys::CLAIMANT, &req.claimant_id)
-        } else if let Some(w) = place_words.first() {
-            keys::bucket(keys::PLACE, w)
-        } else if let Some(w) = query_words.first() {
-            keys::bucket(keys::WORD, w)
-        } else if req.kind != 0 {
-            keys::enum_bucket(keys::KIND, req.kind)
-        } else if status_filter && !time_sensitive.contains(&req.status) {
-            keys::enum_bucket(keys::STATUS, req.status)
-        } else {
-            keys::ORDER.to_vec()
-        };
-        let time_only = time_filter && prefix.starts_with(keys::ORDER);
-        let start = match after {
-            Some(i) => join(&[
-                &prefix,
-                &i.checked_add(1).ok_or_else(bad_token)?.to_be_bytes(),
-            ]),
-            None => prefix.clone(),
-        };
-
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        let mut last_index = None;
-        let mut more = false;
-        let durable = self.log.size();
-        let mut consider = |claim_index: u64, id: &str| -> Result<bool, LedgerError> {
-            // Candidates come in log order; from the first one not yet durable on, none is.
-            if claim_index >= durable {
-                return Ok(false);
-            }
-            let rec = self.record(id)?;
-            let Some(claim) = rec.claim.as_ref() else {
-                return Ok(true);
-            };
-            if !self.matches(req, claim, &query_words, &place_words, time_filter) {
-                return Ok(true);
-            }
-            let now = self.evaluate_now(&rec)?;
-            if status_filter && now.status as i32 != req.status {
-                return Ok(true);
-            }
-            // A page is bounded in bytes too: 500 claims of the largest size would be hundreds
-            // of megabytes in one response.
-            if out.len() == n || bytes >= MAX_PAGE_BYTES {
-                more = true;
-                return Ok(false);
-            }
-            bytes += prost::Message::encoded_len(claim);
-            last_index = Some(claim_index);
-            out.push(pb::ClaimListItem {
-                claim: Some(claim.clone()),
-                status: now.status as i32,
-                confirmed: now.confirmed,
-            });
-            Ok(true)
-        };
-        if time_only {
-            // Events overlapping [from, to] start in [from - longest span, to]: collect that
-            // window of the event-time index, then walk it in log order like any other index.
-            let span = self
-                .idx
-                .get(keys::EVENT_SPAN)?
-                .and_then(|v| Some(i64::from_be_bytes(v.as_ref().try_into().ok()?)))
-                .unwrap_or(0);
-            let lo = req
-                .event_time_from
-                .as_ref()
-                .map_or(i64::MIN, |f| f.seconds.saturating_sub(span));
-            let hi = req.event_time_to.as_ref().map_or(i64::MAX, |t| t.seconds);
-            let mut hits: Vec<(u64, String)> = Vec::new();
-            for kv in self
-                .idx
-                .scan_from(keys::EVENT, &join(&[keys::EVENT, &keys::ordered_time(lo)]))
-            {
-                let (k, v) = kv?;
-                let Some(start) = keys::time_of(&k[keys::EVENT.len()..]) else {
-                    continue;
-                };
-                if start > hi {
-                    break;
-                }
-                let Some(i) = keys::trailing_index(&k) else {
-                    continue;
-                };
-                if after.is_none_or(|a| i > a) {
-                    hits.push((i, String::from_utf8_lossy(&v).into_owned()));
-                }
-            }
-            hits.sort();
-            for (i, id) in hits {
-                if !consider(i, &id)? {
-                    break;
-                }
-            }
-        } else {
-            for kv in self.idx.scan_from(&prefix, &start) {
-                let (k, v) = kv?;
-                let Some(claim_index) = keys::trailing_index(&k) else {
-                    continue;
-                };
-                if !consider(claim_index, &String::from_utf8_lossy(&v))? {
-                    break;
-                }
-            }
-        }
-        let next_page_token = match (more, last_index) {
-            (true, Some(i)) => encode_token(b'c', &i.to_be_bytes()),
-            _ => String::new(),
-        };
-        Ok(pb::ListClaimsResponse {
-            claims: out,
-            next_page_token,
-        })
-    }
-
-    fn matches(
-        &self,
-        req: &pb::ListClaimsRequest,
-        claim: &pb::Claim,
-        query_words: &[String],
-        place_words: &[String],
-        time_filter: bool,
-    ) -> bool {
-        if req.kind != 0 && claim.kind != req.kind {
-            return false;
-        }
-        if !req.claimant_id.is_empty() && claim.claimant_id != req.claimant_id {
-            return false;
-        }
-        if !place_words.is_empty() {
-            let text: Vec<&str> = claim
-                .places
-                .iter()
-                .flat_map(|p| [&p.country, &p.admin1, &p.admin2, &p.locality])
-                .map(String::as_str)
-                .collect();
-            let have = words(&text.join(" "));
-            if !place_words.iter().all(|w| have.binary_search(w).is_ok()) {
-                return false;
-            }
-        }
-        if !query_words.is_empty() {
-            let have = words(&format!(
-                "{} {} {}",
-                claim.summary,
-                claim.text,
-                claim.tags.join(" ")
-            ));
-            if !query_words.iter().all(|w| have.binary_search(w).is_ok()) {
-                return false;
-            }
-        }
-        if time_filter {
-            let Some(t) = &claim.event_time else {
-                return false;
-            };
-            let Some(start) = t.start.as_ref().map(|s| s.seconds) else {
-                return false;
-            };
-            let end = t.end.as_ref().map(|e| e.seconds).unwrap_or(start);
-            if let Some(from) = &req.event_time_from {
-                if end < from.seconds {
-                    return false;
-                }
-            }
-            if let Some(to) = &req.event_time_to {
-                if start > to.seconds {
-                    return false;
-                }
-            }
-        }
-        true
     }
 }
