@@ -353,6 +353,17 @@ fn raw_append_run(entries: &[Vec<u8>], g: usize, ws: WriteSet) -> Duration {
     start.elapsed()
 }
 
+/// Entries to append at group size `g`: about a second of work each at full scale, divided by
+/// `share` when a section makes several runs.
+fn append_count(g: usize, scale: f64, share: u64) -> u64 {
+    let base: u64 = match g {
+        1 => 4_000,
+        16 => 48_000,
+        _ => 256_000,
+    } / share;
+    ((base as f64 * scale) as u64).max(4 * g as u64)
+}
+
 fn bench_append(rt: &tokio::runtime::Runtime, scale: f64) {
     println!("\n## Durable append throughput (group commit)\n");
     println!(
@@ -366,12 +377,7 @@ fn bench_append(rt: &tokio::runtime::Runtime, scale: f64) {
     let mut at_256 = None;
     let mut breakdown = Vec::new();
     for g in GROUPS {
-        let base: u64 = match g {
-            1 => 4_000,
-            16 => 48_000,
-            _ => 256_000,
-        };
-        let count = ((base as f64 * scale) as u64).max(4 * g as u64);
+        let count = append_count(g, scale, 1);
         let run = log_append_run(rt, g, count);
         let raw = raw_append_run(&run.stored, g, ENTRIES_ONLY);
         let raw_full = raw_append_run(&run.stored, g, FULL);
@@ -445,7 +451,8 @@ fn bench_checkpoint_file(rt: &tokio::runtime::Runtime, scale: f64) {
     println!("\n## The checkpoint file outside sled: cost per group\n");
     println!(
         "Log::append with max_group = g, 2g appenders; `without` = Options::external_checkpoint \
-         off (sled commit only), `with` = on (plus the file: write, fsync, rename, fsync dir); \
+         off (sled commit only), `with` = on (plus the checkpoint file: a slot written in place \
+         and fdatasynced, overlapped with the next group); \
          best of 2 alternated runs each"
     );
     println!(
@@ -453,12 +460,7 @@ fn bench_checkpoint_file(rt: &tokio::runtime::Runtime, scale: f64) {
         "group", "entries", "without e/s", "with e/s", "with/w-o", "file cost/group"
     );
     for g in GROUPS {
-        let base: u64 = match g {
-            1 => 2_000,
-            16 => 24_000,
-            _ => 128_000,
-        };
-        let count = ((base as f64 * scale) as u64).max(4 * g as u64);
+        let count = append_count(g, scale, 2);
         let mut best = [f64::MAX, f64::MAX];
         let mut entries = 0;
         let mut groups = [0u64; 2];
