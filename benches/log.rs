@@ -533,7 +533,8 @@ struct OpenResult {
 /// What the open child opens.
 #[derive(Clone, Copy, PartialEq)]
 enum OpenKind {
-    /// `Store::open` and `size()` only: sled's own recovery, no start-up check.
+    /// `Offline::open` and `size()` only: sled's own recovery (plus reading the origin and the
+    /// key), no start-up check.
     SledOnly,
     /// `Log::open` with `rehash_on_open` false / true.
     Log { rehash: bool },

@@ -4,12 +4,12 @@
 //!
 //! - [`entry`]: the stored entry envelope (index, prev hash, time, actor, body bytes). The exact
 //!   bytes are hashed and served, never re-encoded.
-//! - [`store`]: the sled key layout, reads of entries and stored hashes, the RFC 6962 tree in Go
+//! - `store`: the sled key layout, reads of entries and stored hashes, the RFC 6962 tree in Go
 //!   sumdb's stored-hash-index order, and proofs.
 //! - [`checkpoint`]: the Ed25519 key kept in the data directory and C2SP signed checkpoints.
 //! - [`checkpoint_file`]: the latest signed checkpoint kept outside sled, so a sled that lost
 //!   acknowledged history is refused instead of served shorter.
-//! - [`writer`]: the single writer task that owns every append and commits groups atomically
+//! - `writer`: the single writer task that owns every append and commits groups atomically
 //!   and durably before acknowledging them.
 //! - [`apply`]: the hook through which the domain layer writes its indexes in the same atomic
 //!   batch as the entries they derive from.
@@ -400,7 +400,7 @@ impl Log {
         self.store.indexes()
     }
 
-    /// The full audit of this log (see [`verify::verify`]), while it keeps serving.
+    /// The full audit of this log (the [`verify`] module), while it keeps serving.
     pub fn verify(
         &self,
         progress: &mut dyn FnMut(VerifyProgress),

@@ -18,7 +18,7 @@ pub fn missing(field: &str) -> Status {
 pub fn log(e: LogError) -> Status {
     let code = match &e {
         LogError::OutOfRange { .. } => Code::OutOfRange,
-        LogError::InvalidArgument(_) => Code::InvalidArgument,
+        LogError::InvalidArgument(_) | LogError::NotADataDirectory(_) => Code::InvalidArgument,
         LogError::TooLarge(_) => Code::ResourceExhausted,
         LogError::Tampered { .. }
         | LogError::Corrupt(_)

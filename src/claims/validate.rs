@@ -37,7 +37,7 @@ const MAX_SECONDS: i64 = 253_402_300_799;
 const MAX_SPAN_SECONDS: i64 = 100 * 31_557_600;
 
 /// A bad value as an error message shows it: debug-escaped (control characters visible) and cut
-/// to its first [`QUOTE`] characters, so a huge or hostile value is never echoed whole.
+/// to its first `QUOTE` characters, so a huge or hostile value is never echoed whole.
 pub fn quote(s: &str) -> String {
     let mut chars = s.chars();
     let head: String = chars.by_ref().take(QUOTE).collect();

@@ -1,5 +1,5 @@
 //! Reads of the ledger: records, and statuses now or as of an earlier log size; the list
-//! queries are in [`query`]. Every read goes through an index; none scans the log.
+//! queries are in `query`. Every read goes through an index; none scans the log.
 
 mod query;
 

@@ -6,7 +6,7 @@
 //! written after each group's sled commit is durable and before any receipt citing that
 //! checkpoint is sent. The file is therefore never behind what was acknowledged: it equals
 //! sled's checkpoint, or is one group behind it after a crash between the two writes, and
-//! [`check_size`] turns "sled is behind the file" into a refusal naming what is missing.
+//! `check_size` turns "sled is behind the file" into a refusal naming what is missing.
 //!
 //! **Format: two slots, replaced in place.** The file is created once, atomically
 //! ([`crate::files::replace`]: temp file, fsync, rename, directory fsync), with two slots of

@@ -51,6 +51,9 @@ pub enum LogError {
         index: Option<u64>,
         reason: String,
     },
+    /// A directory without the log's `sled/` in it.
+    #[error("{0} is not a claimledger data directory (it has no sled/)")]
+    NotADataDirectory(String),
     /// Stored state that cannot be read as what it must be (not tied to one entry).
     #[error("corrupt storage: {0}")]
     Corrupt(String),

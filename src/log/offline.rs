@@ -1,9 +1,10 @@
 //! A data directory opened without a writer, for the offline commands (`verify`, `reindex`,
-//! `recover`) and for tools. Opening it writes nothing: the origin is the one sled recorded, or
-//! the checkpoint file's, or the default for a directory with nothing in it yet.
+//! `recover`) and for tools. Opening it writes no log or index key (sled itself may flush or
+//! snapshot as part of its recovery): the origin is the one sled recorded, or the checkpoint
+//! file's, or the default for a directory with nothing in it yet.
 //!
-//! Everything here that reads sled runs under [`super::guarded`], so a damaged file is an error
-//! naming it, not a panic.
+//! Opening, the audit, `reindex` and `recovery` run under `log::guarded`, so a damaged file
+//! is an error naming it, not a panic; [`Offline::entries`] hands out sled's iterator as is.
 
 use std::path::{Path, PathBuf};
 
@@ -107,10 +108,7 @@ impl Offline {
     /// Opens the data directory `dir` (which must hold `sled/`), writing nothing.
     pub fn open(dir: &Path) -> Result<Offline, LogError> {
         if !dir.join("sled").exists() {
-            return Err(LogError::InvalidArgument(format!(
-                "{} is not a claimledger data directory (it has no sled/)",
-                dir.display()
-            )));
+            return Err(LogError::NotADataDirectory(dir.display().to_string()));
         }
         let store = Store::open(dir)?;
         let origin = match guarded(&store, || store.stored_origin())? {
@@ -145,7 +143,7 @@ impl Offline {
         &self.cp
     }
 
-    /// The full audit, the checkpoint file included (see [`verify::verify`]).
+    /// The full audit, the checkpoint file included (the [`verify`] module).
     pub fn verify(
         &self,
         progress: &mut dyn FnMut(VerifyProgress),

@@ -53,7 +53,7 @@ pub const DRAIN: Duration = Duration::from_secs(10);
 pub const SIZE_CONTENT_TYPE: &str = "text/x.tlog.size";
 
 /// Serves the witness on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish (at most [`DRAIN`]) and returns.
+/// finish (at most `DRAIN`) and returns.
 ///
 /// Failed accepts (out of file descriptors, a connection reset before it was accepted) are
 /// logged and retried after a short pause rather than ending the server.
