@@ -55,7 +55,7 @@ pub enum Call {
     Health,
     /// SubmitClaim of a new 20-word claim (durable write).
     Submit,
-    /// AddEvidence to a claim the SubmitClaim measurement made, one each (durable write).
+    /// AddEvidence to the claims the SubmitClaim measurement made, round robin (durable write).
     Evidence,
     /// GetClaimStatus of a seeded claim.
     Status,
@@ -115,6 +115,8 @@ struct Fixture {
     fresh: std::sync::Mutex<Vec<String>>,
     status: pb::Status,
     counter: AtomicUsize,
+    /// The next claim AddEvidence goes to.
+    evidence_next: AtomicUsize,
 }
 
 impl Fixture {
@@ -193,6 +195,7 @@ async fn seed(c: &Clients, n: usize) -> anyhow::Result<Fixture> {
         fresh: std::sync::Mutex::new(Vec::new()),
         status: pb::Status::Claimed,
         counter: AtomicUsize::new(0),
+        evidence_next: AtomicUsize::new(0),
     };
     let mut sources = c.sources.clone();
     for (id, side, role, grade) in [
@@ -316,13 +319,15 @@ async fn once(c: &mut Clients, f: &Fixture, call: Call) -> Result<(), Status> {
             }
         }
         Call::Evidence => {
-            // Each claim the Submit measurement made gets one piece of evidence; once they are
-            // used up, the seeded claims take more, round robin (their records then grow).
+            // The claims the Submit measurement made, round robin with a cursor of its own: each
+            // gets one piece of evidence before any gets a second, and the seeded claims the
+            // reads use are left alone (a record with much evidence is slower to read).
+            let k = f.evidence_next.fetch_add(1, Ordering::Relaxed);
             let target = f
                 .fresh
                 .lock()
                 .ok()
-                .and_then(|mut fresh| fresh.pop())
+                .and_then(|fresh| (!fresh.is_empty()).then(|| fresh[k % fresh.len()].clone()))
                 .or_else(|| (!f.seeded.is_empty()).then(|| f.seeded[i % f.seeded.len()].clone()))
                 .ok_or_else(|| Status::failed_precondition("no claim to add evidence to"))?;
             evidence(&mut c.claims, f, target).await?;
