@@ -44,6 +44,31 @@ use signed_note::{StandardVerifier, Verifier as _};
 
 use state::Cosigned;
 
+/// File name of the lock a running witness holds in its data directory.
+pub const LOCK_FILE: &str = "witness.lock";
+
+/// Takes the directory's lock, or says another witness holds it.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, WitnessError> {
+    use fs2::FileExt;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| WitnessError::io(&path, e))?;
+    match file.try_lock_exclusive() {
+        Ok(()) => Ok(file),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(WitnessError::InUse(dir.to_path_buf()))
+        }
+        Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => {
+            Err(WitnessError::InUse(dir.to_path_buf()))
+        }
+        Err(e) => Err(WitnessError::io(&path, e)),
+    }
+}
+
 /// File name of the witness's signing key in its data directory.
 pub const KEY_FILE: &str = "witness.key";
 
@@ -72,6 +97,9 @@ pub enum WitnessError {
     DuplicateLogKey { origin: String },
     #[error("no log to witness: give at least one origin and verifier key")]
     NoLogs,
+    /// Another witness process has this directory open.
+    #[error("{} is in use by another witness process (it holds {LOCK_FILE})", .0.display())]
+    InUse(PathBuf),
     /// A state file that cannot be read back as what this witness wrote.
     #[error("the witness state file {} {reason}", path.display())]
     CorruptState { path: PathBuf, reason: String },
@@ -98,6 +126,10 @@ struct Followed {
 /// A witness: its name and key, its data directory, and the logs it follows.
 pub struct Witness {
     dir: PathBuf,
+    /// `witness.lock`, locked exclusively while this witness is open: two processes on one
+    /// directory would each keep their own view of the state, and one could cosign a tree the
+    /// other's state no longer allows.
+    _lock: std::fs::File,
     name: String,
     key: SigningKey,
     key_id: u32,
@@ -145,6 +177,7 @@ impl Witness {
         }
 
         std::fs::create_dir_all(dir).map_err(|e| WitnessError::io(dir, e))?;
+        let lock = lock_dir(dir)?;
         let key = load_or_create_key(&dir.join(KEY_FILE))?;
         let key_id = cosignature::key_id(name, &key.verifying_key());
         let mut followed = HashMap::new();
@@ -160,6 +193,7 @@ impl Witness {
         }
         Ok(Witness {
             dir: dir.to_path_buf(),
+            _lock: lock,
             name: name.to_string(),
             key,
             key_id,

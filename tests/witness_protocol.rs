@@ -764,7 +764,10 @@ fn a_witness_key_others_can_read_is_refused_with_the_fix() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = TestLog::trusted();
     let logs = || vec![(ORIGIN.to_string(), log.vkey())];
-    let first = Witness::open(dir.path(), NAME, logs()).expect("creates its key");
+    // One witness at a time holds the directory: each open below follows a closed one.
+    let first = Witness::open(dir.path(), NAME, logs())
+        .expect("creates its key")
+        .verifier_key();
     let key = dir.path().join("witness.key");
     common::chmod(&key, 0o644);
     let err = match Witness::open(dir.path(), NAME, logs()) {
@@ -774,8 +777,10 @@ fn a_witness_key_others_can_read_is_refused_with_the_fix() {
     assert!(err.contains("chmod 600"), "{err}");
     assert!(err.contains(&key.display().to_string()), "{err}");
     common::chmod(&key, 0o600);
-    let again = Witness::open(dir.path(), NAME, logs()).expect("opens once private");
-    assert_eq!(again.verifier_key(), first.verifier_key());
+    let again = Witness::open(dir.path(), NAME, logs())
+        .expect("opens once private")
+        .verifier_key();
+    assert_eq!(again, first);
     std::fs::write(&key, "not a key\n").expect("write");
     assert!(matches!(
         Witness::open(dir.path(), NAME, logs()),
@@ -957,4 +962,21 @@ fn the_binary_refuses_bad_arguments_and_a_readable_key() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn a_second_witness_on_the_same_directory_is_refused_while_the_first_runs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = TestLog::trusted();
+    let logs = || vec![(ORIGIN.to_string(), log.vkey())];
+    let first = Witness::open(dir.path(), NAME, logs()).expect("open");
+    match Witness::open(dir.path(), NAME, logs()) {
+        Err(e) => assert!(
+            e.to_string().contains("in use by another witness process"),
+            "{e}"
+        ),
+        Ok(_) => panic!("two witnesses opened one directory"),
+    }
+    drop(first);
+    Witness::open(dir.path(), NAME, logs()).expect("open again once the first is gone");
 }
