@@ -1,4 +1,5 @@
-//! Small helpers for files the service keeps beside sled: secrets and small state files.
+//! Small helpers for files the service keeps beside sled: secrets (signing keys, tokens) and
+//! small state files.
 //!
 //! A tokens file and the log's signing key must not be readable by anyone but their owner: a
 //! token hash file readable by others invites offline guessing, and a readable `log.key` lets
@@ -78,4 +79,43 @@ pub fn replace(path: &Path, contents: &[u8]) -> Result<(), (std::path::PathBuf, 
     std::fs::File::open(&dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| (dir, e))
+}
+
+/// Why [`load_or_create_key`] failed.
+#[derive(Debug)]
+pub enum KeyFileError {
+    /// Readable by others (the message says how to fix it).
+    Insecure(String),
+    /// Not base64 of a 32-byte seed.
+    Corrupt(std::path::PathBuf),
+    Io(std::path::PathBuf, std::io::Error),
+}
+
+/// Loads the Ed25519 signing key at `path` (base64 of its 32-byte seed, readable only by its
+/// owner), or creates one there with [`replace`] on first use. `what` names the key in the
+/// error about its mode. The log's `log.key` and a witness's `witness.key` are both this.
+pub fn load_or_create_key(
+    path: &Path,
+    what: &str,
+) -> Result<ed25519_dalek::SigningKey, KeyFileError> {
+    use base64::Engine;
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            // A key others can read lets them sign in its owner's name.
+            ensure_private(path, what).map_err(KeyFileError::Insecure)?;
+            let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .ok()
+                .and_then(|raw| raw.try_into().ok())
+                .ok_or_else(|| KeyFileError::Corrupt(path.to_path_buf()))?;
+            Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+            let text = base64::engine::general_purpose::STANDARD.encode(key.to_bytes()) + "\n";
+            replace(path, text.as_bytes()).map_err(|(p, e)| KeyFileError::Io(p, e))?;
+            Ok(key)
+        }
+        Err(e) => Err(KeyFileError::Io(path.to_path_buf(), e)),
+    }
 }

@@ -38,7 +38,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use base64::Engine;
 use ed25519_dalek::SigningKey;
 use signed_note::{StandardVerifier, Verifier as _};
 
@@ -233,25 +232,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Loads the witness key, or creates it if there is none. The key is refused if others can read
 /// it: anyone who can read it can cosign in the witness's name.
 fn load_or_create_key(path: &Path) -> Result<SigningKey, WitnessError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            crate::files::ensure_private(path, "the witness's signing key")
-                .map_err(WitnessError::Insecure)?;
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(text.trim())
-                .map_err(|_| WitnessError::CorruptKey(path.to_path_buf()))?;
-            let seed: [u8; 32] = raw
-                .try_into()
-                .map_err(|_| WitnessError::CorruptKey(path.to_path_buf()))?;
-            Ok(SigningKey::from_bytes(&seed))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = SigningKey::generate(&mut rand_core::OsRng);
-            let text = base64::engine::general_purpose::STANDARD.encode(key.to_bytes()) + "\n";
-            crate::files::replace(path, text.as_bytes())
-                .map_err(|(p, e)| WitnessError::io(&p, e))?;
-            Ok(key)
-        }
-        Err(e) => Err(WitnessError::io(path, e)),
-    }
+    crate::files::load_or_create_key(path, "the witness's signing key").map_err(|e| match e {
+        crate::files::KeyFileError::Insecure(m) => WitnessError::Insecure(m),
+        crate::files::KeyFileError::Corrupt(p) => WitnessError::CorruptKey(p),
+        crate::files::KeyFileError::Io(p, e) => WitnessError::io(&p, e),
+    })
 }

@@ -5,18 +5,17 @@
 //! `origin+keyhash+base64`, exactly what Go's `sumdb/note` and the `signed_note` crate take.
 //!
 //! The key is created on first open as `log.key` in the data directory: 32 random bytes of seed,
-//! base64, mode 0600, replaced atomically ([`crate::files::replace`]), so a crash never leaves a
-//! half-written key.
+//! base64, mode 0600, replaced atomically ([`crate::files::load_or_create_key`], which a
+//! witness's key uses too), so a crash never leaves a half-written key.
 
-use std::fs;
 use std::path::Path;
 
-use base64::Engine;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use signed_note::{Note, StandardVerifier, VerifierList};
 use tlog_tiles::{Checkpoint, Hash};
 
 use super::error::LogError;
+use crate::files::KeyFileError;
 
 /// File name of the signing key in the data directory.
 pub const KEY_FILE: &str = "log.key";
@@ -57,22 +56,14 @@ impl Checkpointer {
                 "origin {origin:?} is not a valid signed-note key name (non-empty, no spaces or '+')"
             )));
         }
-        let path = dir.join(KEY_FILE);
-        let key = match fs::read_to_string(&path) {
-            Ok(text) => {
-                // A key others can read lets them sign checkpoints in this log's name.
-                crate::files::ensure_private(&path, "the log's signing key")
-                    .map_err(LogError::Insecure)?;
-                decode_key(&text)
-                    .ok_or_else(|| LogError::Corrupt(format!("{} is not a key", path.display())))?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = SigningKey::generate(&mut rand_core::OsRng);
-                write_key_file(&path, &key)?;
-                key
-            }
-            Err(e) => return Err(LogError::io(&path, e)),
-        };
+        let key = crate::files::load_or_create_key(&dir.join(KEY_FILE), "the log's signing key")
+            .map_err(|e| match e {
+                KeyFileError::Insecure(m) => LogError::Insecure(m),
+                KeyFileError::Corrupt(p) => {
+                    LogError::Corrupt(format!("{} is not a key", p.display()))
+                }
+                KeyFileError::Io(p, e) => LogError::io(&p, e),
+            })?;
         Ok(Self::from_key(origin, key))
     }
 
@@ -161,17 +152,4 @@ fn encoded_public_key(vk: &VerifyingKey) -> Vec<u8> {
     let mut v = vec![0x01];
     v.extend_from_slice(vk.as_bytes());
     v
-}
-
-fn decode_key(text: &str) -> Option<SigningKey> {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .ok()?;
-    let seed: [u8; 32] = raw.try_into().ok()?;
-    Some(SigningKey::from_bytes(&seed))
-}
-
-fn write_key_file(path: &Path, key: &SigningKey) -> Result<(), LogError> {
-    let text = base64::engine::general_purpose::STANDARD.encode(key.to_bytes()) + "\n";
-    crate::files::replace(path, text.as_bytes()).map_err(|(p, e)| LogError::io(&p, e))
 }

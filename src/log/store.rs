@@ -298,13 +298,14 @@ impl Store {
         requested: Option<&str>,
         outside: Option<&str>,
     ) -> Result<String, LogError> {
-        match (self.stored_origin()?.as_deref().or(outside), requested) {
+        let stored = self.stored_origin()?;
+        match (stored.as_deref().or(outside), requested) {
             (Some(s), Some(r)) if s != r => Err(LogError::OriginMismatch {
                 stored: s.to_string(),
                 requested: r.to_string(),
             }),
             (Some(s), _) => {
-                if self.stored_origin()?.is_none() {
+                if stored.is_none() {
                     self.tree.insert(META_ORIGIN, s.as_bytes())?;
                     self.sync()?;
                 }

@@ -11,6 +11,7 @@
 //!   without taking a place in the server;
 //! - waits a little after a failed `accept` (EMFILE, ENFILE, ENOBUFS) instead of spinning.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -77,6 +78,36 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// Waits for a free place under the cap in `slots`, then accepts one connection (with
+/// `TCP_NODELAY`: without it every small response waits for a delayed ACK, ~40 ms) holding
+/// that place; `None` once `stop` resolves. A failed accept (EMFILE, ENFILE, ENOBUFS) pauses
+/// 100 ms and tries again rather than spinning. Shared by the gRPC server and the witness.
+pub async fn accept_capped<F: Future<Output = ()> + Unpin>(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    stop: &mut F,
+) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+    let permit = tokio::select! {
+        p = slots.clone().acquire_owned() => p.ok()?,
+        () = &mut *stop => return None,
+    };
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, permit));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; pausing 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = &mut *stop => return None,
+        }
+    }
+}
+
 /// Accepts on `listener` until the returned stream is dropped: at most `max_connections` open
 /// at once, each handed on once it has sent its first byte within `first_byte`.
 pub fn accept(
@@ -87,27 +118,9 @@ pub fn accept(
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     tokio::spawn(async move {
-        loop {
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                _ = tx.closed() => return,
-            };
-            let stream = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed; pausing 100 ms");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                _ = tx.closed() => return,
-            };
-            // Without it every small response waits for a delayed ACK (~40 ms).
-            let _ = stream.set_nodelay(true);
+        let closed = tx.closed();
+        tokio::pin!(closed);
+        while let Some((stream, permit)) = accept_capped(&listener, &slots, &mut closed).await {
             let tx = tx.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(())) = tokio::time::timeout(first_byte, stream.readable()).await {
