@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use signed_note::{Note, NoteError, Signature, StandardVerifier, VerifierList};
-use tlog_tiles::{Checkpoint, Hash};
+use tlog_tiles::Hash;
 
 use crate::witness::cosignature::{self, CosignatureVerifier};
 
@@ -41,19 +41,12 @@ pub fn check(
     log_key: &str,
     witnesses: &[CosignatureVerifier],
 ) -> Result<Checked, String> {
-    let parsed = Note::from_bytes(note).map_err(|e| format!("not a signed note: {e}"))?;
+    // The log's own signature, origin and checkpoint text, checked as everywhere else.
     let log = StandardVerifier::new(log_key).map_err(|e| format!("the log's key: {e}"))?;
-    let origin = signed_note::Verifier::name(&log).to_string();
-    parsed
-        .verify(&VerifierList::new(vec![Box::new(log)]))
-        .map_err(|e| format!("the log's signature does not verify: {e}"))?;
-    let cp = Checkpoint::from_bytes(parsed.text()).map_err(|e| format!("not a checkpoint: {e}"))?;
-    if cp.origin() != origin {
-        return Err(format!(
-            "the checkpoint's origin is {:?}, not the log's {origin:?}",
-            cp.origin()
-        ));
-    }
+    let origin = signed_note::Verifier::name(&log);
+    let cp = crate::log::checkpoint::verify_checkpoint(note, log_key, origin)
+        .map_err(|e| e.to_string())?;
+    let parsed = Note::from_bytes(note).map_err(|e| format!("not a signed note: {e}"))?;
     let cosigned_at = witnesses
         .iter()
         .map(
@@ -66,8 +59,8 @@ pub fn check(
         )
         .collect();
     Ok(Checked {
-        size: cp.size(),
-        root: *cp.hash(),
+        size: cp.size,
+        root: cp.root,
         cosigned_at,
     })
 }
