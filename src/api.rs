@@ -18,6 +18,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
+use crate::index::{IndexError, QueryIndex};
 use crate::ledger::{LedgerError, Reader};
 use crate::log::{AppendError, Log};
 use crate::pb;
@@ -28,6 +29,9 @@ use crate::witness::submit::CosignedView;
 pub struct Ctx {
     pub log: Log,
     pub reader: Reader,
+    /// The derived query index ListClaims searches, and the task keeping it up to date.
+    pub index: QueryIndex,
+    indexer: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     /// Becomes true when the server begins a graceful shutdown (ends live tails).
     pub closing: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     /// One server-side audit at a time: each reads the whole log.
@@ -42,14 +46,34 @@ pub struct Ctx {
 pub const MAX_STREAMS: usize = 256;
 
 impl Ctx {
-    pub fn new(log: Log) -> Ctx {
-        Ctx {
-            reader: Reader::new(log.clone()),
+    /// The services' state for an open log: opens its query index (`DATA_DIR/index`, rebuilt
+    /// from the log if it does not match it) and starts the indexer, which follows the log
+    /// until [`Ctx::stop_indexer`]. Must be called within a tokio runtime.
+    pub fn open(log: Log) -> Result<Ctx, IndexError> {
+        let reader = Reader::new(log.clone());
+        let (index, indexer) = QueryIndex::open(log.dir(), reader.clone())?;
+        let closing = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let task = tokio::spawn(indexer.run(closing.subscribe()));
+        Ok(Ctx {
+            reader,
+            index,
+            indexer: std::sync::Arc::new(std::sync::Mutex::new(Some(task))),
             log,
-            closing: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
+            closing,
             audit: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
             cosigned: None,
+        })
+    }
+
+    /// Stops the indexer (after its batch in progress, if any) and waits for it, so the data
+    /// directory's index can be opened again. `closing` must have been set.
+    pub async fn stop_indexer(&self) {
+        let task = self.indexer.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            if let Err(e) = task.await {
+                tracing::error!("the indexer ended badly: {e}");
+            }
         }
     }
 

@@ -1,17 +1,19 @@
 //! The claims ledger: the domain's state kept on top of the log.
 //!
 //! Every change is a log entry whose body is a `claimledger.v1.Change`. From those entries the
-//! ledger derives sled indexes (records per source and claim, and lookup indexes by kind,
-//! status, claimant, place, event time and words) so reads never scan the log. The indexes are
-//! written by [`apply::LedgerApply`] inside the log's writer, in the same atomic batch as the
-//! entry they derive from, and can be rebuilt from the log alone (`claimledger reindex`:
-//! `log::Offline::reindex` with [`LedgerApply`]).
+//! ledger keeps the state that validating a write needs and that records are read from
+//! (sources and their grades, claims and the items on them, evidence ids, idempotency keys), a
+//! fixed few keys per write. It is written by [`apply::LedgerApply`] inside the log's writer, in
+//! the same atomic batch as the entry it derives from, and can be rebuilt from the log alone
+//! (`claimledger reindex`: `log::Offline::reindex` with [`LedgerApply`]). Queries over claims
+//! are the derived index's (`crate::index`).
 //!
-//! - [`keys`]: the index key layout.
-//! - [`apply`]: validation against current state, idempotency, and index writes.
-//! - [`read`]: records, statuses (now or as of an earlier size) and list queries.
-//! - [`status`]: a claim's status from its record as of a size (shared by `read` and `apply`).
-//! - [`terms`]: the words a claim is indexed and matched by (shared by `apply` and `read`).
+//! - [`keys`]: the key layout.
+//! - [`apply`]: validation against current state, idempotency, and state writes.
+//! - [`read`]: records, statuses (now or as of an earlier size), and listing sources.
+//! - [`status`]: a claim's status from its record as of a size (shared by `read` and the
+//!   query index).
+//! - [`terms`]: the text a claim is found by (for the query index).
 //! - [`error`]: the domain errors the API maps to gRPC codes.
 
 pub mod apply;
@@ -25,7 +27,41 @@ pub use apply::LedgerApply;
 pub use error::LedgerError;
 pub use read::Reader;
 
+use std::path::Path;
+
 use sha2::{Digest, Sha256};
+
+/// Whether the open log's ledger state is in an earlier layout than [`keys::LAYOUT`] (see
+/// [`upgrade_layout`]).
+pub fn needs_upgrade(log: &crate::log::Log) -> Result<bool, crate::log::LogError> {
+    if log.size() == 0 {
+        return Ok(false);
+    }
+    let layout = log.indexes().get(keys::LAYOUT_KEY)?;
+    Ok(layout.as_deref() != Some(keys::LAYOUT))
+}
+
+/// Brings the ledger state of the data directory `dir` to this version's layout
+/// ([`keys::LAYOUT`]): a log written with an earlier layout has its state rebuilt from the log
+/// (which changes no entry). Returns the entries re-applied, if it had to. A directory without a
+/// log yet needs nothing.
+pub fn upgrade_layout(
+    dir: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Option<u64>, crate::log::LogError> {
+    if !dir.join("sled").exists() {
+        return Ok(None);
+    }
+    let offline = crate::log::Offline::open(dir)?;
+    if offline.size()? == 0 {
+        return Ok(None);
+    }
+    let layout = offline.indexes().get(keys::LAYOUT_KEY)?;
+    if layout.as_deref() == Some(keys::LAYOUT) {
+        return Ok(None);
+    }
+    offline.reindex(&LedgerApply, progress).map(Some)
+}
 
 /// A server-assigned id: `prefix` and 16 hex digits (64 bits) of SHA-256 over the request id. Stable for
 /// a retried request, short and URL-safe.

@@ -1,14 +1,16 @@
 //! claimledger: a tamper-evident, verifiable record of claims made about a war.
 //!
 //! The crate is layered (see ARCHITECTURE.md): [`log`] is the verifiable append-only log on sled
-//! with no gRPC in it; [`claims`] is the domain model and the pure confirmation policy; [`api`]
-//! puts both behind tonic services; [`cli`] is the command line.
+//! with no gRPC in it; [`claims`] is the domain model and the pure confirmation policy;
+//! [`ledger`] is the domain's state on the log; [`index`] the derived query index that follows
+//! it; [`api`] puts them behind tonic services; [`cli`] is the command line.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod claims;
 pub mod cli;
 pub mod files;
+pub mod index;
 pub mod ledger;
 pub mod log;
 pub mod witness;

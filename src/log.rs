@@ -37,9 +37,9 @@ pub use offline::{Offline, Recovered, Recovery};
 pub(crate) use store::Store;
 pub use store::{leaf_hash, CACHE_BYTES};
 pub use verify::{VerifyProgress, VerifyReport};
-pub use writer::Receipt;
+pub use writer::{Receipt, FAILPOINT_ENV};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tlog_tiles::Hash;
@@ -127,6 +127,7 @@ pub struct Log {
     /// publishes the size: served without reading sled, and by a halted log too.
     published: Arc<std::sync::RwLock<SignedCheckpoint>>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    dir: Arc<PathBuf>,
 }
 
 impl Log {
@@ -222,6 +223,7 @@ impl Log {
             halt_tx: Arc::new(halt_tx),
             published,
             writer: Arc::new(std::sync::Mutex::new(Some(handle))),
+            dir: Arc::new(dir),
         })
     }
 
@@ -298,6 +300,11 @@ impl Log {
             Some(why) => Err(LogError::Halted(why.clone())),
             None => Ok(()),
         }
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The committed tree size.

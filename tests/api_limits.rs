@@ -445,7 +445,10 @@ async fn bad_input_is_refused_clearly_and_writes_nothing() {
     let list = within(
         "ListClaims",
         STEP,
-        c.claims.list_claims(pb::ListClaimsRequest::default()),
+        c.claims.list_claims(pb::ListClaimsRequest {
+            min_size: size + 1,
+            ..Default::default()
+        }),
     )
     .await
     .expect("ListClaims after the refusals")

@@ -329,11 +329,14 @@ async fn grading_a_source_changes_statuses_and_is_recorded() {
     // As of before the grade, the source was still C.
     let then = c.status_at(&id, size_before_grade).await;
     assert_eq!(status_of(&then), pb::Status::Claimed);
-    // The status index follows the grade: the list filter finds the claim under its new status.
+    // The query index follows the grade: the list filter finds the claim under its new status
+    // once the index has read the grade (min_size).
+    let size = c.size().await;
     let listed = c
         .claims
         .list_claims(pb::ListClaimsRequest {
             status: pb::Status::Corroborated as i32,
+            min_size: size,
             ..Default::default()
         })
         .await
@@ -920,10 +923,16 @@ async fn list_claims_filters() {
     let mut c = srv.clients().await;
     let art = import_article(&mut c).await;
     let id = |rid: &str| art.claim(rid).to_string();
-    let list = |req: pb::ListClaimsRequest| {
+    let size = c.size().await;
+    let list = |mut req: pb::ListClaimsRequest| {
         let mut client = c.claims.clone();
+        req.min_size = size;
         async move {
             let resp = client.list_claims(req).await.unwrap().into_inner();
+            assert!(
+                resp.indexed_size >= size,
+                "read-your-writes through min_size"
+            );
             assert!(resp.next_page_token.is_empty(), "one page holds it all");
             resp
         }
@@ -1142,12 +1151,14 @@ async fn pagination_has_no_duplicates_or_gaps_under_concurrent_writes() {
     let mut seen = Vec::new();
     let mut token = String::new();
     let mut pages = 0;
+    let size_before = c.size().await;
     loop {
         let page = c
             .claims
             .list_claims(pb::ListClaimsRequest {
                 page_size: 3,
                 page_token: token.clone(),
+                min_size: size_before,
                 ..Default::default()
             })
             .await

@@ -92,7 +92,7 @@ async fn cli_connects_with_tls_and_mutual_tls() {
         Arc::new(claimledger::ledger::LedgerApply),
     )
     .expect("open the log");
-    let ctx = Ctx::new(log);
+    let ctx = Ctx::open(log).expect("open the query index");
     let ca = pki.ca.to_str().expect("UTF-8 path");
     let client_cert = pki.client_cert.to_str().expect("UTF-8 path");
     let client_key = pki.client_key.to_str().expect("UTF-8 path");

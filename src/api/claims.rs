@@ -4,6 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::{auth, error, request_key, Ctx};
 use crate::claims::{policy, validate};
+use crate::index::{IndexError, MIN_SIZE_WAIT};
 use crate::ledger::{derive_id, scoped_request_id};
 use crate::pb::{self, change::Kind, claim_service_server::ClaimService};
 
@@ -14,22 +15,16 @@ fn claim_id(id: &str) -> Result<(), Status> {
 }
 
 impl Claims {
-    fn find<T: Clone>(
-        &self,
-        claim_id: &str,
-        pick: impl Fn(&pb::GetClaimResponse) -> Option<T>,
-    ) -> Result<T, Status> {
-        let rec = self.0.reader.claim(claim_id).map_err(error::ledger)?;
-        pick(&rec).ok_or_else(|| Status::internal("written record not found after commit"))
-    }
-
     /// The cluster of the claim's claimant, for the cluster rules of `auth::rules`. Both the
     /// claimant of a claim and the cluster of a source are fixed when they are logged, so
     /// reading them before the write cannot race with it.
     fn claimant_cluster(&self, claim_id: &str) -> Result<String, Status> {
-        let rec = self.0.reader.claim(claim_id).map_err(error::ledger)?;
-        let claimant = rec.claim.map(|c| c.claimant_id).unwrap_or_default();
-        let source = self.0.reader.source(&claimant).map_err(error::ledger)?;
+        let claim = self.0.reader.claim_only(claim_id).map_err(error::ledger)?;
+        let source = self
+            .0
+            .reader
+            .source(&claim.claimant_id)
+            .map_err(error::ledger)?;
         Ok(source.source.map(|s| s.cluster).unwrap_or_default())
     }
 }
@@ -60,7 +55,7 @@ impl ClaimService for Claims {
             kind: Some(Kind::ClaimSubmitted(claim)),
         };
         let receipt = self.0.write(&actor, change).await?;
-        let claim = self.find(&id, |rec| rec.claim.clone())?;
+        let claim = self.0.reader.claim_only(&id).map_err(error::ledger)?;
         Ok(Response::new(pb::SubmitClaimResponse {
             claim: Some(claim),
             receipt: Some(receipt),
@@ -95,9 +90,14 @@ impl ClaimService for Claims {
             kind: Some(Kind::EvidenceAdded(ev)),
         };
         let receipt = self.0.write(&actor, change).await?;
-        let ev = self.find(&r.claim_id, |rec| {
-            rec.evidence.iter().find(|e| e.id == id).cloned()
-        })?;
+        let ev = self
+            .0
+            .reader
+            .evidence_at(&r.claim_id, receipt.index)
+            .map_err(error::ledger)?;
+        if ev.id != id {
+            return Err(Status::internal("written evidence not found after commit"));
+        }
         Ok(Response::new(pb::AddEvidenceResponse {
             evidence: Some(ev),
             receipt: Some(receipt),
@@ -132,9 +132,14 @@ impl ClaimService for Claims {
             kind: Some(Kind::VerdictRecorded(v)),
         };
         let receipt = self.0.write(&actor, change).await?;
-        let v = self.find(&r.claim_id, |rec| {
-            rec.verdicts.iter().find(|v| v.id == id).cloned()
-        })?;
+        let v = self
+            .0
+            .reader
+            .verdict_at(&r.claim_id, receipt.index)
+            .map_err(error::ledger)?;
+        if v.id != id {
+            return Err(Status::internal("written verdict not found after commit"));
+        }
         Ok(Response::new(pb::RecordVerdictResponse {
             verdict: Some(v),
             receipt: Some(receipt),
@@ -168,7 +173,11 @@ impl ClaimService for Claims {
             kind: Some(Kind::ClaimRetracted(x)),
         };
         let receipt = self.0.write(&actor, change).await?;
-        let x = self.find(&r.claim_id, |rec| rec.retraction.clone())?;
+        let x = self
+            .0
+            .reader
+            .retraction_at(&r.claim_id, receipt.index)
+            .map_err(error::ledger)?;
         Ok(Response::new(pb::RetractClaimResponse {
             retraction: Some(x),
             receipt: Some(receipt),
@@ -262,8 +271,28 @@ impl ClaimService for Claims {
         if r.page_token.len() > 256 {
             return Err(Status::invalid_argument("page_token: not a page token"));
         }
-        Ok(Response::new(
-            self.0.reader.list_claims(&r).map_err(error::ledger)?,
-        ))
+        if r.min_size > 0 {
+            let size = self.0.log.size();
+            if r.min_size > size {
+                return Err(error::index(IndexError::BeyondLog {
+                    wanted: r.min_size,
+                    size,
+                }));
+            }
+            let started = std::time::Instant::now();
+            let indexed = self.0.index.wait_for(r.min_size, MIN_SIZE_WAIT).await;
+            if indexed < r.min_size {
+                return Err(error::index(IndexError::Behind {
+                    indexed,
+                    wanted: r.min_size,
+                    waited_ms: started.elapsed().as_millis(),
+                }));
+            }
+        }
+        let index = self.0.index.clone();
+        let answer = tokio::task::spawn_blocking(move || index.list(&r))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(answer.map_err(error::index)?))
     }
 }

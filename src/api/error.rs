@@ -4,6 +4,7 @@
 use tonic::{Code, Status};
 
 use crate::claims::validate::FieldError;
+use crate::index::IndexError;
 use crate::ledger::LedgerError;
 use crate::log::LogError;
 
@@ -127,4 +128,18 @@ fn recode(mut resp: HttpResponse) -> HttpResponse {
         tracing::warn!("could not rewrite a request error's status");
     }
     resp
+}
+
+/// How a query index error reaches the client.
+pub fn index(e: IndexError) -> Status {
+    match e {
+        IndexError::Query(f) => field(f),
+        IndexError::Ledger(e) => ledger(e),
+        IndexError::Log(e) => log(e),
+        e @ IndexError::BeyondLog { .. } => Status::out_of_range(e.to_string()),
+        e @ IndexError::Behind { .. } => Status::unavailable(e.to_string()),
+        e @ (IndexError::Tantivy(_) | IndexError::Io { .. } | IndexError::Corrupt(_)) => {
+            Status::internal(e.to_string())
+        }
+    }
 }

@@ -218,8 +218,11 @@ pub async fn serve(
             }
         }
     }
-    // In-flight calls are done (or cut off); let the writer commit what is queued and exit.
+    // In-flight calls are done (or cut off); let the writer commit what is queued and exit,
+    // and the indexer finish its batch.
+    closing.send_replace(true);
     ctx.log.shutdown().await?;
+    ctx.stop_indexer().await;
     tracing::info!("writer drained; bye");
     Ok(())
 }

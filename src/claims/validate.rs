@@ -354,19 +354,6 @@ pub fn retraction(r: &pb::Retraction) -> Result<(), FieldError> {
     text("retraction.note", &r.note, MAX_TEXT)
 }
 
-/// Lowercased words of at least two letters or digits, deduplicated, for the text and place
-/// indexes and for matching queries against them.
-pub fn words(s: &str) -> Vec<String> {
-    let mut out: Vec<String> = s
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() >= 2)
-        .map(|w| w.to_lowercase())
-        .collect();
-    out.sort();
-    out.dedup();
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,14 +366,6 @@ mod tests {
         assert!(!is_slug("A"));
         assert!(!is_slug(""));
         assert!(!is_slug(&"a".repeat(65)));
-    }
-
-    #[test]
-    fn words_are_lowercased_and_deduplicated() {
-        assert_eq!(
-            words("Sumy, sumy and DONETSK!"),
-            vec!["and", "donetsk", "sumy"]
-        );
     }
 
     #[test]

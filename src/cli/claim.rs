@@ -113,13 +113,19 @@ pub enum ClaimCmd {
         /// RFC 3339 upper bound of the event time.
         #[arg(long)]
         to: Option<String>,
-        /// Free text; every word must match.
+        /// Free text in English: every word must match ("drone" finds "drones"), "double
+        /// quotes" match a phrase, -word excludes a word.
         #[arg(long, default_value = "")]
         query: String,
         #[arg(long, default_value_t = 0)]
         page_size: u32,
         #[arg(long, default_value = "")]
         page_token: String,
+        /// Answer only once the server's query index has read the log to this size (a write's
+        /// index + 1, to see that write). Default: the log's size when the command starts, so
+        /// the list shows every write made before it; 0 takes the index as it is.
+        #[arg(long)]
+        min_size: Option<u64>,
     },
 }
 
@@ -267,7 +273,18 @@ pub async fn run(cmd: ClaimCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
             query,
             page_size,
             page_token,
+            min_size,
         } => {
+            let min_size = match min_size {
+                Some(n) => n,
+                None => {
+                    c.log
+                        .get_checkpoint(pb::GetCheckpointRequest {})
+                        .await?
+                        .into_inner()
+                        .size
+                }
+            };
             let req = pb::ListClaimsRequest {
                 kind: kind
                     .as_deref()
@@ -286,6 +303,7 @@ pub async fn run(cmd: ClaimCmd, o: &ClientOpts) -> anyhow::Result<ExitCode> {
                 query,
                 page_size,
                 page_token,
+                min_size,
             };
             let r = c.claims.list_claims(req).await?.into_inner();
             output::print(o.json, &r, output::claims)?;

@@ -16,7 +16,7 @@ use crate::api::{
     auth::{Auth, Tokens},
     server::{Config, Limits},
 };
-use crate::ledger::LedgerApply;
+use crate::ledger::{self, LedgerApply};
 use crate::log::{self, Log, Options};
 use crate::witness::submit::{self, Submitter, WitnessConfig, Witnessing};
 
@@ -191,10 +191,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         rehash_on_open: !a.quick_open,
         ..Options::default()
     };
-    let dir = a.data_dir.clone();
-    let log = tokio::task::spawn_blocking(move || Log::open(&dir, opts, Arc::new(LedgerApply)))
-        .await?
-        .with_context(|| format!("opening {}", a.data_dir.display()))?;
+    let log = open_log(&a.data_dir, opts).await?;
     let cp = log.checkpointer();
     tracing::info!(
         data_dir = %a.data_dir.display(),
@@ -203,7 +200,15 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         "log opened and checked"
     );
     eprintln!("verifier key: {}", cp.verifier_key());
-    let mut ctx = api::Ctx::new(log.clone());
+    let mut ctx = api::Ctx::open(log.clone())
+        .with_context(|| format!("opening the query index of {}", a.data_dir.display()))?;
+    if ctx.index.indexed_size() < log.size() {
+        eprintln!(
+            "query index: at size {} of {}, catching up in the background",
+            ctx.index.indexed_size(),
+            log.size()
+        );
+    }
     if let Some(w) = witnessing {
         ctx = start_witnessing(ctx, &log, &a.data_dir, w).await;
     }
@@ -212,6 +217,40 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config { auth, tls, limits };
     api::server::serve(ctx, listener, config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens and checks the log in `dir`; a log whose ledger state is in an earlier layout is then
+/// closed, its state rebuilt from the (checked) log, and opened again.
+async fn open_log(dir: &Path, opts: Options) -> anyhow::Result<Log> {
+    let open = |opts: Options| {
+        let dir = dir.to_path_buf();
+        async move {
+            let shown = dir.display().to_string();
+            tokio::task::spawn_blocking(move || Log::open(&dir, opts, Arc::new(LedgerApply)))
+                .await?
+                .with_context(|| format!("opening {shown}"))
+        }
+    };
+    let log = open(opts.clone()).await?;
+    if !ledger::needs_upgrade(&log)? {
+        return Ok(log);
+    }
+    log.shutdown().await?;
+    drop(log);
+    let d = dir.to_path_buf();
+    let n =
+        tokio::task::spawn_blocking(move || ledger::upgrade_layout(&d, &mut |_, _| {})).await??;
+    if let Some(n) = n {
+        eprintln!(
+            "the ledger state was in an earlier layout: rebuilt it from the log ({n} entries)"
+        );
+    }
+    // Checked a moment ago; the upgrade wrote no log key.
+    open(Options {
+        rehash_on_open: false,
+        ..opts
+    })
+    .await
 }
 
 /// Prints the witnesses, runs the first round before the server listens (so a restored copy
@@ -326,18 +365,49 @@ pub async fn verify(a: DirArgs) -> anyhow::Result<ExitCode> {
     .await?
 }
 
+/// `reindex`: rebuilds the ledger state and the query index from the log, which it only reads.
 pub async fn reindex(a: DirArgs) -> anyhow::Result<ExitCode> {
-    tokio::task::spawn_blocking(move || {
-        let dir = log::Offline::open(&a.data_dir)?;
-        let pb = bar(dir.size()?);
-        let n = dir.reindex(&LedgerApply, &mut |done, total| {
+    let dir = a.data_dir.clone();
+    let n = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let offline = log::Offline::open(&dir)?;
+        let pb = bar(offline.size()?);
+        let n = offline.reindex(&LedgerApply, &mut |done, total| {
             if done % 4096 == 0 || done == total {
                 pb.set_position(done);
             }
         })?;
         pb.finish_and_clear();
-        println!("reindexed {n} entries");
-        Ok(ExitCode::SUCCESS)
+        println!("ledger state: rebuilt from {n} entries");
+        let index = crate::index::path(&dir);
+        if index.exists() {
+            std::fs::remove_dir_all(&index)
+                .with_context(|| format!("removing {}", index.display()))?;
+        }
+        Ok(n)
     })
-    .await?
+    .await??;
+    let opts = Options {
+        rehash_on_open: false,
+        ..Options::default()
+    };
+    let dir = a.data_dir.clone();
+    let log = tokio::task::spawn_blocking(move || Log::open(&dir, opts, Arc::new(LedgerApply)))
+        .await?
+        .with_context(|| format!("opening {}", a.data_dir.display()))?;
+    let reader = ledger::Reader::new(log.clone());
+    let built = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let dir = reader.log().dir().to_path_buf();
+        let (_, mut indexer) = crate::index::QueryIndex::open(&dir, reader)?;
+        let pb = bar(n);
+        while indexer.step()? {
+            pb.set_position(indexer.watermark());
+        }
+        pb.finish_and_clear();
+        Ok(indexer.watermark())
+    })
+    .await??;
+    log.shutdown().await?;
+    println!("query index: rebuilt from {built} entries");
+    println!("reindexed {n} entries");
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,15 +1,18 @@
-//! Applying log entries to the domain indexes, inside the log's writer.
+//! Applying log entries to the ledger's state, inside the log's writer.
 //!
 //! This is where checks that depend on state live (does the claimant exist? is the retracting
 //! source in the claimant's cluster? was this request id used before?), because only here are
 //! they serialized with every other write. A refusal here means the entry is never appended.
+//!
+//! **Bounded work:** each entry reads and writes a fixed number of keys (`keys`), whatever the
+//! size of its claim, the evidence already on the claim or the claims citing a source. Nothing
+//! here rewrites a record that grows, and no status is computed: statuses are judged when they
+//! are asked for (`read`) and kept current for queries by the derived index (`crate::index`).
 
 use prost::Message;
 
 use super::error::{not_found, LedgerError};
 use super::keys::{self, join};
-use super::status::{outcome, SourceLookup};
-use super::terms;
 use crate::log::{Apply, Ctx, EntryMeta, Rejection};
 use crate::pb::{self, change::Kind};
 
@@ -46,8 +49,15 @@ fn require_hops(ctx: &Ctx<'_>, hops: &[pb::AttributionHop]) -> Result<(), Ledger
     Ok(())
 }
 
-fn claim_record(ctx: &Ctx<'_>, id: &str) -> Result<pb::GetClaimResponse, LedgerError> {
+fn require_claim(ctx: &Ctx<'_>, id: &str) -> Result<pb::Claim, LedgerError> {
     get(ctx, &join(&[keys::CLAIM, id.as_bytes()]))?.ok_or_else(|| not_found("claim", id))
+}
+
+fn put_item(ctx: &mut Ctx<'_>, claim_id: &str, index: u64, tag: u8, msg: &impl Message) {
+    let mut v = Vec::with_capacity(1 + msg.encoded_len());
+    v.push(tag);
+    v.extend_from_slice(&msg.encode_to_vec());
+    ctx.put(&keys::at(keys::ITEM, claim_id, index), v);
 }
 
 fn apply_change(ctx: &mut Ctx<'_>, meta: &EntryMeta, body: &[u8]) -> Result<(), LedgerError> {
@@ -57,6 +67,11 @@ fn apply_change(ctx: &mut Ctx<'_>, meta: &EntryMeta, body: &[u8]) -> Result<(), 
             message: format!("not a Change: {e}"),
         })
     })?;
+    if meta.index == 0 {
+        // The state of a log is written in one layout from its first entry on (a rebuild
+        // applies entry 0 again), so the marker goes with it.
+        ctx.put(keys::LAYOUT_KEY, keys::LAYOUT.to_vec());
+    }
     let scoped = super::scoped_request_id(&meta.actor, &change.request_id);
     let req_key = join(&[keys::REQUEST, scoped.as_bytes()]);
     if !change.request_id.is_empty() {
@@ -88,6 +103,21 @@ fn apply_change(ctx: &mut Ctx<'_>, meta: &EntryMeta, body: &[u8]) -> Result<(), 
     }
 }
 
+/// Writes a grade: the source's record (with only this, its latest grade) and the grade under
+/// its own key.
+fn put_grade(ctx: &mut Ctx<'_>, source: pb::Source, grade: pb::GradeRecord) {
+    ctx.put(
+        &keys::at(keys::GRADE, &source.id, grade.index),
+        grade.encode_to_vec(),
+    );
+    let id = source.id.clone();
+    let rec = pb::GetSourceResponse {
+        source: Some(source),
+        grades: vec![grade],
+    };
+    ctx.put(&join(&[keys::SOURCE, id.as_bytes()]), rec.encode_to_vec());
+}
+
 fn register_source(
     ctx: &mut Ctx<'_>,
     meta: &EntryMeta,
@@ -103,100 +133,46 @@ fn register_source(
         s.cluster = s.id.clone();
     }
     s.registered_index = meta.index;
-    let rec = pb::GetSourceResponse {
-        grades: vec![pb::GradeRecord {
-            reliability: s.reliability,
-            rationale: "initial grade at registration".into(),
-            index: meta.index,
-            logged_at: Some(meta.recorded_at),
-            actor: meta.actor.clone(),
-        }],
-        source: Some(s.clone()),
+    let grade = pb::GradeRecord {
+        reliability: s.reliability,
+        rationale: "initial grade at registration".into(),
+        index: meta.index,
+        logged_at: Some(meta.recorded_at),
+        actor: meta.actor.clone(),
     };
-    ctx.put(&join(&[keys::SOURCE, s.id.as_bytes()]), rec.encode_to_vec());
+    put_grade(ctx, s, grade);
     Ok(())
 }
 
+/// A new grade is one key for the grade and the source's small record. The claims citing the
+/// source are not touched: their statuses are judged when asked, and the derived index
+/// re-evaluates them after it reads this entry.
 fn grade_source(
     ctx: &mut Ctx<'_>,
     meta: &EntryMeta,
     g: pb::SourceGrade,
 ) -> Result<(), LedgerError> {
-    let mut rec = require_source(ctx, &g.source_id)?;
-    if let Some(s) = rec.source.as_mut() {
-        s.reliability = g.reliability;
-    }
-    rec.grades.push(pb::GradeRecord {
+    let rec = require_source(ctx, &g.source_id)?;
+    let mut source = rec
+        .source
+        .ok_or_else(|| LedgerError::Corrupt(format!("source {:?} without a body", g.source_id)))?;
+    source.reliability = g.reliability;
+    let grade = pb::GradeRecord {
         reliability: g.reliability,
         rationale: g.rationale,
         index: meta.index,
         logged_at: Some(meta.recorded_at),
         actor: meta.actor.clone(),
-    });
-    ctx.put(
-        &join(&[keys::SOURCE, g.source_id.as_bytes()]),
-        rec.encode_to_vec(),
-    );
-    // A new grade can change the status of every claim whose evidence or claimant involves the
-    // source, so their status index entries are recomputed in this same batch.
-    let citing = ctx.scan_prefix(&keys::bucket(keys::CITES, &g.source_id))?;
-    for (k, _) in citing {
-        let claim_id =
-            String::from_utf8_lossy(&k[keys::CITES.len() + g.source_id.len() + 1..]).into_owned();
-        let mut rec = claim_record(ctx, &claim_id)?;
-        restatus(ctx, meta, &mut rec)?;
-        put_claim(ctx, &rec);
-    }
-    Ok(())
-}
-
-fn put_claim(ctx: &mut Ctx<'_>, rec: &pb::GetClaimResponse) {
-    if let Some(c) = &rec.claim {
-        ctx.put(&join(&[keys::CLAIM, c.id.as_bytes()]), rec.encode_to_vec());
-    }
-}
-
-fn cite(ctx: &mut Ctx<'_>, source_id: &str, claim_id: &str) {
-    if !source_id.is_empty() {
-        ctx.put(
-            &join(&[&keys::bucket(keys::CITES, source_id), claim_id.as_bytes()]),
-            Vec::new(),
-        );
-    }
-}
-
-/// Recomputes the claim's status as of this entry and moves its status index entry.
-fn restatus(
-    ctx: &mut Ctx<'_>,
-    meta: &EntryMeta,
-    rec: &mut pb::GetClaimResponse,
-) -> Result<(), LedgerError> {
-    let out = {
-        let mut lookup = |id: &str| source_record(ctx, id);
-        outcome(
-            rec,
-            None,
-            meta.recorded_at.seconds,
-            &mut lookup as &mut SourceLookup,
-        )?
     };
-    let Some(claim) = &rec.claim else {
-        return Ok(());
-    };
-    let idx = claim.index.to_be_bytes();
-    let old = join(&[&keys::enum_bucket(keys::STATUS, rec.status), &idx]);
-    ctx.remove(&old);
-    rec.status = out.status as i32;
-    rec.computed_status = out.computed_status as i32;
-    let new = join(&[&keys::enum_bucket(keys::STATUS, rec.status), &idx]);
-    ctx.put(&new, claim.id.as_bytes().to_vec());
+    put_grade(ctx, source, grade);
     Ok(())
 }
 
 fn submit_claim(ctx: &mut Ctx<'_>, meta: &EntryMeta, mut c: pb::Claim) -> Result<(), LedgerError> {
     require_source(ctx, &c.claimant_id)?;
     require_hops(ctx, &c.attribution)?;
-    if ctx.get(&join(&[keys::CLAIM, c.id.as_bytes()]))?.is_some() {
+    let key = join(&[keys::CLAIM, c.id.as_bytes()]);
+    if ctx.get(&key)?.is_some() {
         return Err(LedgerError::AlreadyExists(format!(
             "claim {:?} exists",
             c.id
@@ -204,56 +180,7 @@ fn submit_claim(ctx: &mut Ctx<'_>, meta: &EntryMeta, mut c: pb::Claim) -> Result
     }
     c.index = meta.index;
     c.logged_at = Some(meta.recorded_at);
-    let id = c.id.clone();
-    let idb = id.as_bytes().to_vec();
-    let idx = meta.index.to_be_bytes();
-    ctx.put(&join(&[keys::ORDER, &idx]), idb.clone());
-    ctx.put(
-        &join(&[&keys::enum_bucket(keys::KIND, c.kind), &idx]),
-        idb.clone(),
-    );
-    ctx.put(
-        &join(&[&keys::bucket(keys::CLAIMANT, &c.claimant_id), &idx]),
-        idb.clone(),
-    );
-    for w in terms::place_words(&c) {
-        ctx.put(&join(&[&keys::bucket(keys::PLACE, &w), &idx]), idb.clone());
-    }
-    for w in terms::text_words(&c) {
-        ctx.put(&join(&[&keys::bucket(keys::WORD, &w), &idx]), idb.clone());
-    }
-    if let Some(t) = &c.event_time {
-        if let Some(start) = &t.start {
-            ctx.put(
-                &join(&[keys::EVENT, &keys::ordered_time(start.seconds), &idx]),
-                idb.clone(),
-            );
-            // The longest event span seen bounds how far before a query's `from` an
-            // overlapping event can start, which keeps event-time scans to a window.
-            let span = t
-                .end
-                .as_ref()
-                .map_or(0, |e| e.seconds.saturating_sub(start.seconds));
-            let longest = ctx
-                .get(keys::EVENT_SPAN)?
-                .and_then(|v| Some(i64::from_be_bytes(v.as_slice().try_into().ok()?)))
-                .unwrap_or(0);
-            if span > longest {
-                ctx.put(keys::EVENT_SPAN, span.to_be_bytes().to_vec());
-            }
-        }
-    }
-    cite(ctx, &c.claimant_id, &id);
-    for h in &c.attribution {
-        cite(ctx, &h.source_id, &id);
-    }
-    let mut rec = pb::GetClaimResponse {
-        claim: Some(c),
-        entry_indexes: vec![meta.index],
-        ..Default::default()
-    };
-    restatus(ctx, meta, &mut rec)?;
-    put_claim(ctx, &rec);
+    ctx.put(&key, c.encode_to_vec());
     Ok(())
 }
 
@@ -262,7 +189,7 @@ fn add_evidence(
     meta: &EntryMeta,
     mut e: pb::Evidence,
 ) -> Result<(), LedgerError> {
-    let mut rec = claim_record(ctx, &e.claim_id)?;
+    require_claim(ctx, &e.claim_id)?;
     require_source(ctx, &e.source_id)?;
     require_hops(ctx, &e.attribution)?;
     let ev_key = join(&[keys::EVIDENCE, e.id.as_bytes()]);
@@ -275,14 +202,8 @@ fn add_evidence(
     ctx.put(&ev_key, e.claim_id.as_bytes().to_vec());
     e.index = meta.index;
     e.logged_at = Some(meta.recorded_at);
-    cite(ctx, &e.source_id, &e.claim_id);
-    for h in &e.attribution {
-        cite(ctx, &h.source_id, &e.claim_id);
-    }
-    rec.evidence.push(e);
-    rec.entry_indexes.push(meta.index);
-    restatus(ctx, meta, &mut rec)?;
-    put_claim(ctx, &rec);
+    let claim_id = e.claim_id.clone();
+    put_item(ctx, &claim_id, meta.index, keys::ITEM_EVIDENCE, &e);
     Ok(())
 }
 
@@ -291,9 +212,10 @@ fn record_verdict(
     meta: &EntryMeta,
     mut v: pb::Verdict,
 ) -> Result<(), LedgerError> {
-    let mut rec = claim_record(ctx, &v.claim_id)?;
+    require_claim(ctx, &v.claim_id)?;
     for id in &v.evidence_ids {
-        if !rec.evidence.iter().any(|e| &e.id == id) {
+        let on = ctx.get(&join(&[keys::EVIDENCE, id.as_bytes()]))?;
+        if on.as_deref() != Some(v.claim_id.as_bytes()) {
             return Err(LedgerError::NotFound(format!(
                 "evidence {id:?} is not evidence on claim {:?}",
                 v.claim_id
@@ -303,10 +225,8 @@ fn record_verdict(
     v.index = meta.index;
     v.logged_at = Some(meta.recorded_at);
     v.reviewer = meta.actor.clone();
-    rec.verdicts.push(v);
-    rec.entry_indexes.push(meta.index);
-    restatus(ctx, meta, &mut rec)?;
-    put_claim(ctx, &rec);
+    let claim_id = v.claim_id.clone();
+    put_item(ctx, &claim_id, meta.index, keys::ITEM_VERDICT, &v);
     Ok(())
 }
 
@@ -315,18 +235,14 @@ fn retract_claim(
     meta: &EntryMeta,
     mut r: pb::Retraction,
 ) -> Result<(), LedgerError> {
-    let mut rec = claim_record(ctx, &r.claim_id)?;
-    if rec.retraction.is_some() {
+    let claim = require_claim(ctx, &r.claim_id)?;
+    let retracted = join(&[keys::RETRACTED, r.claim_id.as_bytes()]);
+    if ctx.get(&retracted)?.is_some() {
         return Err(LedgerError::FailedPrecondition(format!(
             "claim {:?} is already retracted",
             r.claim_id
         )));
     }
-    let claimant_id = rec
-        .claim
-        .as_ref()
-        .map(|c| c.claimant_id.clone())
-        .unwrap_or_default();
     let cluster = |s: &pb::GetSourceResponse| {
         s.source
             .as_ref()
@@ -334,7 +250,7 @@ fn retract_claim(
             .unwrap_or_default()
     };
     let by = require_source(ctx, &r.source_id)?;
-    let claimant = require_source(ctx, &claimant_id)?;
+    let claimant = require_source(ctx, &claim.claimant_id)?;
     if cluster(&by) != cluster(&claimant) {
         return Err(LedgerError::FailedPrecondition(format!(
             "only the claimant's cluster ({:?}) can retract; {:?} is in {:?}",
@@ -345,9 +261,8 @@ fn retract_claim(
     }
     r.index = meta.index;
     r.logged_at = Some(meta.recorded_at);
-    rec.retraction = Some(r);
-    rec.entry_indexes.push(meta.index);
-    restatus(ctx, meta, &mut rec)?;
-    put_claim(ctx, &rec);
+    ctx.put(&retracted, meta.index.to_be_bytes().to_vec());
+    let claim_id = r.claim_id.clone();
+    put_item(ctx, &claim_id, meta.index, keys::ITEM_RETRACTION, &r);
     Ok(())
 }

@@ -1,9 +1,12 @@
-//! Reads of the ledger: records, and statuses now or as of an earlier log size; the list
-//! queries are in `query`. Every read goes through an index; none scans the log.
+//! Reads of the ledger: records, and statuses now or as of an earlier log size; `query` lists
+//! sources. Every read is a point lookup or the range of one record; none scans the log, and
+//! listing claims is the derived index's job (`crate::index`).
 
 mod query;
 
-pub use query::{DEFAULT_PAGE, MAX_PAGE, MAX_PAGE_BYTES};
+pub use query::{
+    bad_token, decode_token, encode_token, page_size, DEFAULT_PAGE, MAX_PAGE, MAX_PAGE_BYTES,
+};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,7 +14,7 @@ use prost::Message;
 
 use super::error::{not_found, LedgerError};
 use super::keys::{self, join};
-use super::status::{outcome, record_as_of, source_as_of};
+use super::status::outcome;
 use crate::claims::policy::Outcome;
 use crate::log::{Envelope, IndexView, Log};
 use crate::pb;
@@ -20,7 +23,7 @@ pub(super) fn decode<M: Message + Default>(v: &[u8], what: &str) -> Result<M, Le
     M::decode(v).map_err(|e| LedgerError::Corrupt(format!("{what}: {e}")))
 }
 
-pub(super) fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -35,7 +38,26 @@ pub struct StatusAnswer {
     pub record: pb::GetClaimResponse,
 }
 
-/// Read access to the ledger.
+/// One item on a claim (`keys::ITEM`).
+enum Item {
+    Evidence(pb::Evidence),
+    Verdict(pb::Verdict),
+    Retraction(pb::Retraction),
+}
+
+fn decode_item(v: &[u8]) -> Result<Item, LedgerError> {
+    match v.split_first() {
+        Some((&keys::ITEM_EVIDENCE, m)) => Ok(Item::Evidence(decode(m, "evidence")?)),
+        Some((&keys::ITEM_VERDICT, m)) => Ok(Item::Verdict(decode(m, "verdict")?)),
+        Some((&keys::ITEM_RETRACTION, m)) => Ok(Item::Retraction(decode(m, "retraction")?)),
+        _ => Err(LedgerError::Corrupt(
+            "claim item with an unknown tag".into(),
+        )),
+    }
+}
+
+/// Read access to the ledger. Every read is cut to a log size: the published (durable) size
+/// unless said otherwise, since the writer's state runs ahead of what is durable.
 #[derive(Clone)]
 pub struct Reader {
     pub(super) log: Log,
@@ -48,52 +70,192 @@ impl Reader {
         Reader { log, idx }
     }
 
-    /// A source record as of the published (durable) log size: the writer makes a group's
-    /// records visible before its fdatasync ends, and nothing is shown before it is durable.
-    pub(super) fn lookup_source(
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    fn source_record(&self, id: &str) -> Result<Option<pb::GetSourceResponse>, LedgerError> {
+        match self.idx.get(&join(&[keys::SOURCE, id.as_bytes()]))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(decode(&v, "source record")?)),
+        }
+    }
+
+    /// The source as it stood at log size `size` (None if it was not registered then): its
+    /// latest grade before `size`, found with one lookup of the grade history.
+    pub(crate) fn source_at(&self, id: &str, size: u64) -> Result<Option<pb::Source>, LedgerError> {
+        let Some(rec) = self.source_record(id)? else {
+            return Ok(None);
+        };
+        self.source_of(&rec, size)
+    }
+
+    pub(super) fn source_of(
+        &self,
+        rec: &pb::GetSourceResponse,
+        size: u64,
+    ) -> Result<Option<pb::Source>, LedgerError> {
+        let Some(mut s) = rec.source.clone() else {
+            return Err(LedgerError::Corrupt(
+                "source record without a source".into(),
+            ));
+        };
+        if s.registered_index >= size {
+            return Ok(None);
+        }
+        if rec.grades.last().is_some_and(|g| g.index < size) {
+            return Ok(Some(s));
+        }
+        let grades = self.idx.range(
+            &keys::bucket(keys::GRADE, &s.id),
+            &keys::at(keys::GRADE, &s.id, size),
+        );
+        match grades.last().transpose()? {
+            Some((_, v)) => {
+                let g: pb::GradeRecord = decode(&v, "grade")?;
+                s.reliability = g.reliability;
+                Ok(Some(s))
+            }
+            None => Err(LedgerError::Corrupt(format!(
+                "source {:?} has no grade before size {size}",
+                s.id
+            ))),
+        }
+    }
+
+    /// A source with its grade history, as of the published size.
+    pub fn source(&self, id: &str) -> Result<pb::GetSourceResponse, LedgerError> {
+        let size = self.log.size();
+        let rec = self.source_record(id)?;
+        let Some(source) = rec.as_ref().map(|r| self.source_of(r, size)).transpose()? else {
+            return Err(not_found("source", id));
+        };
+        let Some(source) = source else {
+            return Err(not_found("source", id));
+        };
+        let mut grades = Vec::new();
+        for kv in self.idx.range(
+            &keys::bucket(keys::GRADE, id),
+            &keys::at(keys::GRADE, id, size),
+        ) {
+            let (_, v) = kv?;
+            grades.push(decode(&v, "grade")?);
+        }
+        Ok(pb::GetSourceResponse {
+            source: Some(source),
+            grades,
+        })
+    }
+
+    /// A claim as logged, if it was in the log at `size`.
+    pub(crate) fn claim_at(&self, id: &str, size: u64) -> Result<Option<pb::Claim>, LedgerError> {
+        let Some(v) = self.idx.get(&join(&[keys::CLAIM, id.as_bytes()]))? else {
+            return Ok(None);
+        };
+        let claim: pb::Claim = decode(&v, "claim")?;
+        Ok((claim.index < size).then_some(claim))
+    }
+
+    /// A claim's record as the log stood at `size`: the claim and its items logged before it.
+    pub(crate) fn record_at(
         &self,
         id: &str,
-    ) -> Result<Option<pb::GetSourceResponse>, LedgerError> {
-        let Some(v) = self.idx.get(&join(&[keys::SOURCE, id.as_bytes()]))? else {
+        size: u64,
+    ) -> Result<Option<pb::GetClaimResponse>, LedgerError> {
+        let Some(claim) = self.claim_at(id, size)? else {
             return Ok(None);
         };
-        let mut rec: pb::GetSourceResponse = decode(&v, "source record")?;
-        let size = self.log.size();
-        rec.grades.retain(|g| g.index < size);
-        let Some(source) = source_as_of(&rec, Some(size)) else {
-            return Ok(None);
+        let mut rec = pb::GetClaimResponse {
+            entry_indexes: vec![claim.index],
+            claim: Some(claim),
+            ..Default::default()
         };
-        rec.source = Some(source);
+        for kv in self.idx.range(
+            &keys::bucket(keys::ITEM, id),
+            &keys::at(keys::ITEM, id, size),
+        ) {
+            let (k, v) = kv?;
+            let index = keys::trailing_index(&k)
+                .ok_or_else(|| LedgerError::Corrupt("claim item key".into()))?;
+            rec.entry_indexes.push(index);
+            match decode_item(&v)? {
+                Item::Evidence(e) => rec.evidence.push(e),
+                Item::Verdict(v) => rec.verdicts.push(v),
+                Item::Retraction(r) => rec.retraction = Some(r),
+            }
+        }
         Ok(Some(rec))
     }
 
-    pub fn source(&self, id: &str) -> Result<pb::GetSourceResponse, LedgerError> {
-        self.lookup_source(id)?
-            .ok_or_else(|| not_found("source", id))
-    }
-
-    /// A claim record as of the published (durable) log size (see `lookup_source`).
-    pub(super) fn record(&self, id: &str) -> Result<pb::GetClaimResponse, LedgerError> {
-        let Some(v) = self.idx.get(&join(&[keys::CLAIM, id.as_bytes()]))? else {
-            return Err(not_found("claim", id));
-        };
-        let rec: pb::GetClaimResponse = decode(&v, "claim record")?;
-        let size = self.log.size();
-        if rec.claim.as_ref().is_none_or(|c| c.index >= size) {
-            return Err(not_found("claim", id));
+    /// The item logged at `index` on a claim (what a write just added), as of the published
+    /// size.
+    fn item(&self, claim_id: &str, index: u64) -> Result<Item, LedgerError> {
+        if index >= self.log.size() {
+            return Err(LedgerError::NotFound(format!(
+                "entry {index} is not published yet"
+            )));
         }
-        Ok(record_as_of(&rec, size))
+        let v = self
+            .idx
+            .get(&keys::at(keys::ITEM, claim_id, index))?
+            .ok_or_else(|| {
+                LedgerError::NotFound(format!("entry {index} is not about claim {claim_id:?}"))
+            })?;
+        decode_item(&v)
     }
 
-    pub(super) fn evaluate_now(&self, rec: &pb::GetClaimResponse) -> Result<Outcome, LedgerError> {
-        let mut lookup = |id: &str| self.lookup_source(id);
-        outcome(rec, None, now_unix(), &mut lookup)
+    pub fn evidence_at(&self, claim_id: &str, index: u64) -> Result<pb::Evidence, LedgerError> {
+        match self.item(claim_id, index)? {
+            Item::Evidence(e) => Ok(e),
+            _ => Err(LedgerError::Corrupt(format!(
+                "entry {index} is not evidence"
+            ))),
+        }
+    }
+
+    pub fn verdict_at(&self, claim_id: &str, index: u64) -> Result<pb::Verdict, LedgerError> {
+        match self.item(claim_id, index)? {
+            Item::Verdict(v) => Ok(v),
+            _ => Err(LedgerError::Corrupt(format!(
+                "entry {index} is not a verdict"
+            ))),
+        }
+    }
+
+    pub fn retraction_at(&self, claim_id: &str, index: u64) -> Result<pb::Retraction, LedgerError> {
+        match self.item(claim_id, index)? {
+            Item::Retraction(r) => Ok(r),
+            _ => Err(LedgerError::Corrupt(format!(
+                "entry {index} is not a retraction"
+            ))),
+        }
+    }
+
+    /// A claim as logged (without its items), as of the published size.
+    pub fn claim_only(&self, id: &str) -> Result<pb::Claim, LedgerError> {
+        self.claim_at(id, self.log.size())?
+            .ok_or_else(|| not_found("claim", id))
+    }
+
+    /// The policy's judgement of a record cut to `size`, with its sources as of `size`, at
+    /// time `now`.
+    pub(crate) fn outcome_at(
+        &self,
+        rec: &pb::GetClaimResponse,
+        size: u64,
+        now: i64,
+    ) -> Result<Outcome, LedgerError> {
+        let mut lookup = |id: &str| self.source_at(id, size);
+        outcome(rec, now, &mut lookup)
     }
 
     /// A claim with its evidence, verdicts, retraction, entries and its status now.
     pub fn claim(&self, id: &str) -> Result<pb::GetClaimResponse, LedgerError> {
-        let mut rec = self.record(id)?;
-        let out = self.evaluate_now(&rec)?;
+        let size = self.log.size();
+        let mut rec = self
+            .record_at(id, size)?
+            .ok_or_else(|| not_found("claim", id))?;
+        let out = self.outcome_at(&rec, size, now_unix())?;
         rec.status = out.status as i32;
         rec.computed_status = out.computed_status as i32;
         Ok(rec)
@@ -108,29 +270,26 @@ impl Reader {
                 size,
             }));
         }
-        // The record is cut to a published size at least `size`; cut it to exactly `size`, which
-        // the returned checkpoint and proofs are about.
-        let rec = self.record(id)?;
         if as_of == 0 {
-            if rec.claim.as_ref().is_none_or(|c| c.index >= size) {
-                return Err(not_found("claim", id));
-            }
-            let rec = record_as_of(&rec, size);
-            // Sources as of `size` too, so the whole answer is about one tree size.
-            let mut lookup = |id: &str| self.lookup_source(id);
-            let outcome = outcome(&rec, Some(size), now_unix(), &mut lookup)?;
+            // Everything about one tree size, which the returned checkpoint and proofs are about.
+            let rec = self
+                .record_at(id, size)?
+                .ok_or_else(|| not_found("claim", id))?;
+            let outcome = self.outcome_at(&rec, size, now_unix())?;
             return Ok(StatusAnswer {
                 outcome,
                 as_of_size: size,
                 record: rec,
             });
         }
-        if rec.claim.as_ref().is_none_or(|c| c.index >= as_of) {
-            return Err(LedgerError::NotFound(format!(
-                "claim {id:?} was not in the log at size {as_of}"
-            )));
-        }
-        let cut = record_as_of(&rec, as_of);
+        let Some(rec) = self.record_at(id, as_of)? else {
+            if self.claim_at(id, size)?.is_some() {
+                return Err(LedgerError::NotFound(format!(
+                    "claim {id:?} was not in the log at size {as_of}"
+                )));
+            }
+            return Err(not_found("claim", id));
+        };
         // "Now" for an earlier size is the time of the last entry then, so deadlines are judged
         // as they would have been at that moment.
         let then = self
@@ -139,12 +298,11 @@ impl Reader {
             .ok_or_else(|| LedgerError::Corrupt(format!("entry {} missing", as_of - 1)))?;
         let env: Envelope = decode(&then, "entry")?;
         let now = env.recorded_at.map(|t| t.seconds).unwrap_or_default();
-        let mut lookup = |id: &str| self.lookup_source(id);
-        let outcome = outcome(&cut, Some(as_of), now, &mut lookup)?;
+        let outcome = self.outcome_at(&rec, as_of, now)?;
         Ok(StatusAnswer {
             outcome,
             as_of_size: as_of,
-            record: cut,
+            record: rec,
         })
     }
 }

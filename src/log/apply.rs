@@ -128,6 +128,17 @@ impl IndexView {
         self.tree.get(full_key(key))
     }
 
+    /// Keys (without the index prefix byte) and values in `[start, end)`, in key order.
+    pub fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> impl DoubleEndedIterator<Item = Result<(Vec<u8>, IVec), sled::Error>> + '_ {
+        self.tree
+            .range(full_key(start)..full_key(end))
+            .map(|kv| kv.map(|(k, v)| (k[1..].to_vec(), v)))
+    }
+
     /// Keys (without the index prefix byte) and values from `start` (inclusive) while they keep
     /// `prefix`, in key order.
     pub fn scan_from(

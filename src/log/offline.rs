@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::apply::{Apply, Overlay, INDEX_PREFIX};
+use super::apply::{Apply, IndexView, Overlay, INDEX_PREFIX};
 use super::checkpoint::{Checkpointer, SignedCheckpoint};
 use super::checkpoint_file;
 use super::entry::{EntryMeta, Envelope};
@@ -136,6 +136,11 @@ impl Offline {
         end: u64,
     ) -> impl Iterator<Item = Result<(u64, sled::IVec), LogError>> + '_ {
         self.store.entries(start, end)
+    }
+
+    /// Read access to the domain indexes as stored.
+    pub fn indexes(&self) -> IndexView {
+        self.store.indexes()
     }
 
     /// The log's signing key and origin.

@@ -54,7 +54,7 @@ impl TestServer {
                 Err(e) => panic!("open the log: {e}"),
             }
         };
-        let ctx = claimledger::api::Ctx::new(log);
+        let ctx = claimledger::api::Ctx::open(log).expect("open the query index");
         let (listener, addr) = claimledger::api::server::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");

@@ -1,0 +1,270 @@
+//! The indexer: follows the published log from the index's watermark, and commits each batch
+//! of documents with the new watermark in one tantivy commit.
+//!
+//! A batch re-judges every claim something in it touched, at the batch's end size (the record
+//! and its sources cut to that size) and the current time:
+//! - a claim submitted, or given evidence, a verdict or a retraction in the batch;
+//! - for a new grade, every claim citing the source: those in the committed index (its
+//!   `source` field) and those the batch itself adds;
+//! - every claim whose `resolve_by` passed since the last batch (the `deadline` field, a range
+//!   from the last sweep's moment to now), the one way time alone changes a status.
+//!
+//! None of it scans every claim, and none of it is the writer's work: the writer never waits
+//! for the indexer.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+use std::time::Duration;
+
+use prost::Message;
+use tantivy::collector::DocSetCollector;
+use tantivy::query::{RangeQuery, TermQuery};
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::{IndexWriter, TantivyDocument, Term};
+
+use super::{IndexError, Mark, QueryIndex};
+use crate::ledger::read::now_unix;
+use crate::log::Envelope;
+use crate::pb::{self, change::Kind};
+
+/// The indexer's tantivy writer memory (one thread).
+pub const WRITER_MEMORY: usize = 32 * 1024 * 1024;
+
+/// The most entries one batch reads; a batch is one commit.
+pub const MAX_BATCH: u64 = 20_000;
+
+/// `CLAIMLEDGER_FAILPOINT=indexer-abort-before-commit:N` aborts the process after the batch that
+/// reads entry N has written its documents and before it commits (a crash test).
+const FAILPOINT: &str = "indexer-abort-before-commit:";
+
+fn failpoint() -> Option<u64> {
+    let v = std::env::var(crate::log::FAILPOINT_ENV).ok()?;
+    let at = v.strip_prefix(FAILPOINT)?.parse().ok();
+    if at.is_some() {
+        tracing::warn!("{v}: this process will abort on purpose (a crash test)");
+    }
+    at
+}
+
+/// Follows the log and keeps the query index up to date (see the module docs).
+pub struct Indexer {
+    shared: QueryIndex,
+    writer: IndexWriter,
+    mark: Mark,
+    failpoint: Option<u64>,
+}
+
+impl Indexer {
+    pub(super) fn new(shared: QueryIndex, writer: IndexWriter, mark: Mark) -> Indexer {
+        Indexer {
+            shared,
+            writer,
+            mark,
+            failpoint: failpoint(),
+        }
+    }
+
+    /// The log size the index covers.
+    pub fn watermark(&self) -> u64 {
+        self.mark.size
+    }
+
+    /// Indexes up to [`MAX_BATCH`] published entries past the watermark and the deadlines passed
+    /// since the last batch, as one commit. Returns false if there was nothing to do.
+    pub fn step(&mut self) -> Result<bool, IndexError> {
+        let ledger = &self.shared.inner.ledger;
+        let log = ledger.log();
+        let start = self.mark.size;
+        let end = log.size().min(start.saturating_add(MAX_BATCH));
+        let now = now_unix();
+        if end == start && now <= self.mark.deadlines_before {
+            return Ok(false);
+        }
+        let mut claims: BTreeSet<String> = BTreeSet::new();
+        let mut graded: BTreeSet<String> = BTreeSet::new();
+        // Claims this batch adds to a source's citations (not yet in the committed index).
+        let mut cited: HashMap<String, Vec<String>> = HashMap::new();
+        let mut leaf = None;
+        for kv in log.entries(start, end) {
+            let (i, bytes) = kv?;
+            leaf = Some(crate::log::leaf_hash(&bytes));
+            let env = Envelope::decode(&bytes[..])
+                .map_err(|e| IndexError::Corrupt(format!("entry {i}: {e}")))?;
+            let change = pb::Change::decode(&env.body[..])
+                .map_err(|e| IndexError::Corrupt(format!("entry {i}: not a Change: {e}")))?;
+            let mut cite = |source: &str, claim: &str| {
+                if !source.is_empty() {
+                    cited
+                        .entry(source.to_string())
+                        .or_default()
+                        .push(claim.to_string());
+                }
+            };
+            match change.kind {
+                Some(Kind::ClaimSubmitted(c)) => {
+                    cite(&c.claimant_id, &c.id);
+                    for h in &c.attribution {
+                        cite(&h.source_id, &c.id);
+                    }
+                    claims.insert(c.id);
+                }
+                Some(Kind::EvidenceAdded(e)) => {
+                    cite(&e.source_id, &e.claim_id);
+                    for h in &e.attribution {
+                        cite(&h.source_id, &e.claim_id);
+                    }
+                    claims.insert(e.claim_id);
+                }
+                Some(Kind::VerdictRecorded(v)) => {
+                    claims.insert(v.claim_id);
+                }
+                Some(Kind::ClaimRetracted(r)) => {
+                    claims.insert(r.claim_id);
+                }
+                Some(Kind::SourceGraded(g)) => {
+                    graded.insert(g.source_id);
+                }
+                Some(Kind::SourceRegistered(_)) | None => {}
+            }
+        }
+        let fields = &self.shared.inner.fields;
+        let searcher = self.shared.snapshot().searcher;
+        let mut lookup = |query: &dyn tantivy::query::Query| -> Result<(), IndexError> {
+            for addr in searcher.search(query, &DocSetCollector)? {
+                let doc: TantivyDocument = searcher.doc(addr)?;
+                if let Some(id) = doc.get_first(fields.id).and_then(|v| v.as_str()) {
+                    claims.insert(id.to_string());
+                }
+            }
+            Ok(())
+        };
+        for source in &graded {
+            let term = Term::from_field_text(fields.source, source);
+            lookup(&TermQuery::new(term, IndexRecordOption::Basic))?;
+        }
+        if now > self.mark.deadlines_before {
+            lookup(&RangeQuery::new(
+                Bound::Included(Term::from_field_i64(
+                    fields.deadline,
+                    self.mark.deadlines_before,
+                )),
+                Bound::Excluded(Term::from_field_i64(fields.deadline, now)),
+            ))?;
+        }
+        for source in &graded {
+            if let Some(ids) = cited.get(source) {
+                claims.extend(ids.iter().cloned());
+            }
+        }
+        if claims.is_empty() {
+            // Nothing searchable changed (a source registered, time passed with no deadline):
+            // the index covers `end` without a commit. After a restart these entries are read
+            // and the deadline window swept again, for nothing; nothing is missed.
+            self.mark.size = end;
+            if let Some(h) = leaf {
+                self.mark.leaf = h.to_string();
+            }
+            self.mark.deadlines_before = now.max(self.mark.deadlines_before);
+            if end > start {
+                self.shared.publish_size(end);
+            }
+            return Ok(end > start);
+        }
+        for id in &claims {
+            let Some(rec) = ledger.record_at(id, end)? else {
+                // A claim the committed index knows but the log at `end` does not: impossible
+                // for a log this index matches (open checks the leaf hash at the watermark).
+                return Err(IndexError::Corrupt(format!(
+                    "claim {id:?} is indexed but not in the log at size {end}"
+                )));
+            };
+            let out = ledger.outcome_at(&rec, end, now)?;
+            let doc = fields
+                .document(&rec, &out)
+                .ok_or_else(|| IndexError::Corrupt(format!("claim {id:?} without a body")))?;
+            self.writer
+                .delete_term(Term::from_field_text(fields.id, id));
+            self.writer.add_document(doc)?;
+        }
+        if self.failpoint.is_some_and(|n| start <= n && n < end) {
+            tracing::error!("failpoint: aborting after indexing entries {start}..{end}");
+            std::process::abort();
+        }
+        let mark = Mark {
+            size: end,
+            leaf: match leaf {
+                Some(h) => h.to_string(),
+                None => self.mark.leaf.clone(),
+            },
+            deadlines_before: now.max(self.mark.deadlines_before),
+            ..self.mark.clone()
+        };
+        let payload = serde_json::to_string(&mark)
+            .map_err(|e| IndexError::Corrupt(format!("commit mark: {e}")))?;
+        let mut prepared = self.writer.prepare_commit()?;
+        prepared.set_payload(&payload);
+        prepared.commit()?;
+        self.mark = mark;
+        self.shared.publish(end)?;
+        Ok(true)
+    }
+
+    /// Indexes until the watermark reaches the log's published size.
+    pub fn catch_up(&mut self) -> Result<u64, IndexError> {
+        while self.mark.size < self.shared.inner.ledger.log().size() {
+            self.step()?;
+        }
+        Ok(self.mark.size)
+    }
+
+    /// Follows the log until it closes: a batch whenever entries are published, and at least
+    /// once a second for the deadlines. A failed batch is retried after a pause, with the
+    /// failure shown by [`QueryIndex::failure`].
+    pub async fn run(mut self, mut closing: tokio::sync::watch::Receiver<bool>) {
+        let shared = self.shared.clone();
+        loop {
+            if *closing.borrow_and_update() {
+                return;
+            }
+            let (back, done) = match tokio::task::spawn_blocking(move || {
+                let r = self.step();
+                (self, r)
+            })
+            .await
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!("the indexer stopped: {e}");
+                    shared
+                        .inner
+                        .failure
+                        .send_replace(Some(format!("the indexer stopped: {e}")));
+                    return;
+                }
+            };
+            self = back;
+            match done {
+                Ok(true) => {
+                    shared.inner.failure.send_replace(None);
+                }
+                Ok(false) => {
+                    let log = shared.inner.ledger.log().clone();
+                    let have = self.mark.size;
+                    tokio::select! {
+                        r = log.wait_beyond(have) => if r.is_none() { return },
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        r = closing.changed() => if r.is_err() { return },
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("the indexer failed, retrying: {e}");
+                    shared.inner.failure.send_replace(Some(e.to_string()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        r = closing.changed() => if r.is_err() { return },
+                    }
+                }
+            }
+        }
+    }
+}

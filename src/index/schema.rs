@@ -1,0 +1,135 @@
+//! The query index's schema: one document per claim, replaced whenever something that decides
+//! how the claim is found (its status, its sources) changes.
+
+use tantivy::schema::{
+    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, FAST,
+    INDEXED, STORED, STRING,
+};
+use tantivy::TantivyDocument;
+
+use crate::claims::policy::Outcome;
+use crate::pb;
+
+/// The version of this schema and of what the indexer puts in it. An index written with another
+/// version is rebuilt from the log when it is opened.
+pub const VERSION: u32 = 1;
+
+/// The tokenizer of claim text: tantivy's `en_stem` (lowercase, split on non-alphanumerics,
+/// English Snowball stemming), so "drone" finds "drones" and "shot down" finds "shooting down".
+pub const TEXT_TOKENIZER: &str = "en_stem";
+
+#[derive(Clone)]
+pub struct Fields {
+    pub schema: Schema,
+    /// The claim id: the term a document is replaced by.
+    pub id: Field,
+    /// The claim's log index: the order of every list, and the page token.
+    pub index: Field,
+    pub kind: Field,
+    /// The effective status, as judged when the document was written.
+    pub status: Field,
+    pub confirmed: Field,
+    pub claimant: Field,
+    /// Every source the claim's status depends on (claimant, attribution, evidence sources and
+    /// theirs): a new grade of one of them re-evaluates exactly these claims.
+    pub source: Field,
+    /// Words of the places (country, admin1, admin2, locality), not stemmed.
+    pub place: Field,
+    /// Summary, text and tags, stemmed, with positions for phrases.
+    pub text: Field,
+    /// Event time, seconds: start, and end (the start again when there is no end).
+    pub event_start: Field,
+    pub event_end: Field,
+    /// `resolve_by`, seconds: the moment the claim's status may change with time alone.
+    pub deadline: Field,
+}
+
+impl Fields {
+    pub fn new() -> Fields {
+        let mut b = Schema::builder();
+        let num = || NumericOptions::default().set_indexed().set_fast();
+        let id = b.add_text_field("id", STRING | STORED);
+        let index = b.add_u64_field("index", num().set_stored());
+        let kind = b.add_u64_field("kind", num());
+        let status = b.add_u64_field("status", num().set_stored());
+        let confirmed = b.add_u64_field("confirmed", NumericOptions::default().set_stored());
+        let claimant = b.add_text_field("claimant", STRING);
+        let source = b.add_text_field("source", STRING);
+        let place = b.add_text_field(
+            "place",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("default")
+                    .set_index_option(IndexRecordOption::Basic),
+            ),
+        );
+        let text = b.add_text_field(
+            "text",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(TEXT_TOKENIZER)
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            ),
+        );
+        let event_start = b.add_i64_field("event_start", INDEXED | FAST);
+        let event_end = b.add_i64_field("event_end", INDEXED | FAST);
+        let deadline = b.add_i64_field("deadline", INDEXED);
+        Fields {
+            schema: b.build(),
+            id,
+            index,
+            kind,
+            status,
+            confirmed,
+            claimant,
+            source,
+            place,
+            text,
+            event_start,
+            event_end,
+            deadline,
+        }
+    }
+
+    /// The document of a claim record judged `out`.
+    pub fn document(&self, rec: &pb::GetClaimResponse, out: &Outcome) -> Option<TantivyDocument> {
+        let c = rec.claim.as_ref()?;
+        let mut d = TantivyDocument::default();
+        d.add_text(self.id, &c.id);
+        d.add_u64(self.index, c.index);
+        d.add_u64(self.kind, c.kind as u64);
+        d.add_u64(self.status, out.status as i32 as u64);
+        d.add_u64(self.confirmed, out.confirmed as u64);
+        d.add_text(self.claimant, &c.claimant_id);
+        let mut sources: Vec<&str> = crate::ledger::status::sources_of(rec)
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        for s in sources {
+            d.add_text(self.source, s);
+        }
+        d.add_text(self.place, crate::ledger::terms::place_text(c));
+        d.add_text(self.text, crate::ledger::terms::claim_text(c));
+        if let Some(start) = c.event_time.as_ref().and_then(|t| t.start.as_ref()) {
+            let end = c
+                .event_time
+                .as_ref()
+                .and_then(|t| t.end.as_ref())
+                .map_or(start.seconds, |e| e.seconds);
+            d.add_i64(self.event_start, start.seconds);
+            d.add_i64(self.event_end, end);
+        }
+        if let Some(t) = &c.resolve_by {
+            d.add_i64(self.deadline, t.seconds);
+        }
+        Some(d)
+    }
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields::new()
+    }
+}

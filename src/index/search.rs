@@ -1,0 +1,156 @@
+//! ListClaims from the query index: one tantivy query with every filter, the page taken in
+//! log order after the page token's claim index, and the claims read from the ledger.
+
+use std::ops::Bound;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::{Order, TantivyDocument, Term};
+
+use super::{IndexError, QueryIndex};
+use crate::claims::validate::FieldError;
+use crate::ledger::read::{bad_token, decode_token, encode_token, page_size, MAX_PAGE_BYTES};
+use crate::pb;
+
+fn invalid(field: &str, message: impl Into<String>) -> IndexError {
+    IndexError::Query(FieldError {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+impl QueryIndex {
+    /// Lists the claims matching every filter of `req`, in log order, one page at a time (at
+    /// most the page size, and no more claims once the page holds [`MAX_PAGE_BYTES`]), from
+    /// the index's latest commit, whose log size the answer carries.
+    pub fn list(&self, req: &pb::ListClaimsRequest) -> Result<pb::ListClaimsResponse, IndexError> {
+        let n = page_size(req.page_size);
+        let after = match decode_token(b'c', &req.page_token)? {
+            // A token names the last claim index of a page, which is below any log size.
+            Some(b) => match b.try_into().map(u64::from_be_bytes) {
+                Ok(i) if i < u64::MAX => Some(i),
+                _ => return Err(IndexError::Ledger(bad_token())),
+            },
+            None => None,
+        };
+        let query = self.query(req, after)?;
+        let snapshot = self.snapshot();
+        let f = &self.inner.fields;
+        let searcher = &snapshot.searcher;
+        let hits = searcher.search(
+            &query,
+            &TopDocs::with_limit(n + 1).order_by_fast_field::<u64>("index", Order::Asc),
+        )?;
+        let ledger = &self.inner.ledger;
+        let published = ledger.log().size();
+        let mut out = Vec::with_capacity(hits.len().min(n));
+        let mut bytes = 0;
+        let mut more = false;
+        let mut last_index = None;
+        for (index, addr) in hits {
+            // A page is bounded in bytes too: 500 claims of the largest size would be hundreds
+            // of megabytes in one response.
+            if out.len() == n || bytes >= MAX_PAGE_BYTES {
+                more = true;
+                break;
+            }
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            let id = doc
+                .get_first(f.id)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let status = doc
+                .get_first(f.status)
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            let confirmed = doc.get_first(f.confirmed).and_then(|v| v.as_u64()) == Some(1);
+            let claim = ledger.claim_at(id, published)?.ok_or_else(|| {
+                IndexError::Corrupt(format!("indexed claim {id:?} is not in the log"))
+            })?;
+            bytes += prost::Message::encoded_len(&claim);
+            last_index = index.or(Some(claim.index));
+            out.push(pb::ClaimListItem {
+                claim: Some(claim),
+                status: status as i32,
+                confirmed,
+            });
+        }
+        let next_page_token = match (more, last_index) {
+            (true, Some(i)) => encode_token(b'c', &i.to_be_bytes()),
+            _ => String::new(),
+        };
+        Ok(pb::ListClaimsResponse {
+            claims: out,
+            next_page_token,
+            indexed_size: snapshot.size,
+        })
+    }
+
+    /// The filters of `req` as one query (every clause must match).
+    fn query(
+        &self,
+        req: &pb::ListClaimsRequest,
+        after: Option<u64>,
+    ) -> Result<Box<dyn Query>, IndexError> {
+        let f = &self.inner.fields;
+        let mut must: Vec<Box<dyn Query>> = Vec::new();
+        let term =
+            |t: Term| -> Box<dyn Query> { Box::new(TermQuery::new(t, IndexRecordOption::Basic)) };
+        if !req.query.trim().is_empty() {
+            let mut parser = QueryParser::for_index(&self.inner.index, vec![f.text]);
+            parser.set_conjunction_by_default();
+            let q = parser
+                .parse_query(&req.query)
+                .map_err(|e| invalid("query", format!("cannot be parsed: {e}")))?;
+            must.push(q);
+        }
+        if !req.place.trim().is_empty() {
+            let mut analyzer = self.inner.index.tokenizer_for_field(f.place)?;
+            let mut stream = analyzer.token_stream(&req.place);
+            let mut any = false;
+            while let Some(t) = stream.next() {
+                must.push(term(Term::from_field_text(f.place, &t.text)));
+                any = true;
+            }
+            if !any {
+                return Err(invalid("place", "has no word to match"));
+            }
+        }
+        if req.kind != 0 {
+            must.push(term(Term::from_field_u64(f.kind, req.kind as u64)));
+        }
+        if req.status != 0 {
+            must.push(term(Term::from_field_u64(f.status, req.status as u64)));
+        }
+        if !req.claimant_id.is_empty() {
+            must.push(term(Term::from_field_text(f.claimant, &req.claimant_id)));
+        }
+        // Overlap with [from, to]: starts at or before `to`, ends at or after `from`.
+        if let Some(to) = &req.event_time_to {
+            must.push(Box::new(RangeQuery::new(
+                Bound::Unbounded,
+                Bound::Included(Term::from_field_i64(f.event_start, to.seconds)),
+            )));
+        }
+        if let Some(from) = &req.event_time_from {
+            must.push(Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_i64(f.event_end, from.seconds)),
+                Bound::Unbounded,
+            )));
+        }
+        if let Some(a) = after {
+            must.push(Box::new(RangeQuery::new(
+                Bound::Excluded(Term::from_field_u64(f.index, a)),
+                Bound::Unbounded,
+            )));
+        }
+        Ok(match must.len() {
+            0 => Box::new(AllQuery),
+            1 => must.remove(0),
+            _ => Box::new(BooleanQuery::new(
+                must.into_iter().map(|q| (Occur::Must, q)).collect(),
+            )),
+        })
+    }
+}
