@@ -70,6 +70,12 @@ impl<'a> Ctx<'a> {
         self.local
     }
 
+    /// The keys this entry has staged so far (writes and removals): what it adds to its
+    /// group's batch beside the log's own keys. A hook wrapping another can count them.
+    pub fn staged(&self) -> usize {
+        self.local.len()
+    }
+
     /// Reads a key as it stands with this group's earlier writes.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
         let k = full_key(key);

@@ -37,6 +37,23 @@ impl TestServer {
 
     /// Like [`TestServer::start`], with bearer tokens mapped to principals.
     pub async fn start_with_auth(dir: &Path, auth: claimledger::api::auth::Auth) -> TestServer {
+        Self::start_with(dir, auth, Arc::new(claimledger::ledger::LedgerApply)).await
+    }
+
+    /// Like [`TestServer::start`], with another [`claimledger::log::Apply`] hook (one that
+    /// wraps `LedgerApply` to observe it, for example).
+    pub async fn start_with_apply(
+        dir: &Path,
+        apply: Arc<dyn claimledger::log::Apply>,
+    ) -> TestServer {
+        Self::start_with(dir, claimledger::api::auth::Auth::default(), apply).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        auth: claimledger::api::auth::Auth,
+        apply: Arc<dyn claimledger::log::Apply>,
+    ) -> TestServer {
         // sled releases its file lock from a background thread after the last handle drops,
         // so a restart right after `stop` may briefly find the directory still locked.
         let mut tries = 0;
@@ -44,7 +61,7 @@ impl TestServer {
             match claimledger::log::Log::open(
                 dir,
                 claimledger::log::Options::default(),
-                Arc::new(claimledger::ledger::LedgerApply),
+                apply.clone(),
             ) {
                 Ok(log) => break log,
                 Err(e) if tries < 100 && e.to_string().contains("lock") => {
