@@ -100,6 +100,10 @@ struct Inner {
     size_tx: watch::Sender<u64>,
     failure: watch::Sender<Option<String>>,
     ledger: Reader,
+    /// The largest size a caller waits for (`min_size`), and the wake-up the indexer gets
+    /// when one starts waiting, so it commits now rather than after its usual pause.
+    wanted: std::sync::atomic::AtomicU64,
+    hurry: tokio::sync::Notify,
 }
 
 /// The read side of the query index, shared by the API's handlers.
@@ -151,6 +155,8 @@ impl QueryIndex {
                 size_tx: watch::channel(mark.size).0,
                 failure: watch::channel(None).0,
                 ledger,
+                wanted: std::sync::atomic::AtomicU64::new(0),
+                hurry: tokio::sync::Notify::new(),
             }),
         };
         let indexer = Indexer::new(shared.clone(), writer, mark);
@@ -201,6 +207,12 @@ impl QueryIndex {
     /// Waits until the index covers `size`, at most `wait`; returns the size it covers.
     pub async fn wait_for(&self, size: u64, wait: Duration) -> u64 {
         let mut rx = self.inner.size_tx.subscribe();
+        if *rx.borrow() < size {
+            self.inner
+                .wanted
+                .fetch_max(size, std::sync::atomic::Ordering::Relaxed);
+            self.inner.hurry.notify_one();
+        }
         let reached = tokio::time::timeout(wait, rx.wait_for(|s| *s >= size)).await;
         match reached {
             Ok(Ok(s)) => *s,

@@ -105,6 +105,73 @@ pub struct Figure {
     pub p99: Duration,
     /// `per_sec` over Health/Check's at the same concurrency, when that was measured.
     pub vs_health: Option<f64>,
+    /// For writes: how far the query index stayed behind the log while they ran.
+    pub index_lag: Option<IndexLag>,
+}
+
+/// The query index's lag behind the log during a write measurement, sampled every
+/// [`LAG_SAMPLE`]: at each sample, how long ago the log first held an entry the index had not
+/// read yet (0 when the index had read everything).
+pub struct IndexLag {
+    pub p50: Duration,
+    pub max: Duration,
+    /// From the end of the measurement until the index had read every entry written in it.
+    pub catch_up: Duration,
+}
+
+const LAG_SAMPLE: Duration = Duration::from_millis(50);
+
+/// Samples (time, log size, indexed size) until `stop`, then keeps sampling until the index
+/// covers the log size seen at `stop` (at most [`STALL`] more).
+async fn sample_lag(mut c: Clients, stop: Instant) -> Result<IndexLag, Status> {
+    let started = Instant::now();
+    let mut samples: Vec<(Duration, u64, u64)> = Vec::new();
+    let mut final_size = None;
+    loop {
+        let now = Instant::now();
+        let size = c
+            .log
+            .get_checkpoint(pb::GetCheckpointRequest {})
+            .await?
+            .into_inner()
+            .size;
+        let indexed = c
+            .claims
+            .list_claims(pb::ListClaimsRequest {
+                claimant_id: "bench-no-such-claimant".into(),
+                page_size: 1,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .indexed_size;
+        if now >= stop {
+            let target = *final_size.get_or_insert(size);
+            if indexed >= target || now >= stop + STALL {
+                let catch_up = now.saturating_duration_since(stop);
+                let mut lags: Vec<Duration> = samples
+                    .iter()
+                    .map(|&(t, _, indexed)| {
+                        // The first moment the log held more than the index had read.
+                        let since = samples
+                            .iter()
+                            .find(|&&(_, s, _)| s > indexed)
+                            .map_or(t, |&(t0, _, _)| t0);
+                        t.saturating_sub(since)
+                    })
+                    .collect();
+                lags.sort_unstable();
+                return Ok(IndexLag {
+                    p50: lags.get(lags.len() / 2).copied().unwrap_or_default(),
+                    max: lags.last().copied().unwrap_or_default(),
+                    catch_up,
+                });
+            }
+        } else {
+            samples.push((now - started, size, indexed));
+        }
+        tokio::time::sleep(LAG_SAMPLE).await;
+    }
 }
 
 /// What the calls work on: the run's sources, seeded claims, and claims the Submit
@@ -381,6 +448,8 @@ async fn measure(
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let started = Instant::now();
     let deadline = started + duration;
+    let lag = matches!(call, Call::Submit | Call::Evidence)
+        .then(|| tokio::spawn(sample_lag(pool[0].clone(), deadline)));
     let mut tasks = Vec::with_capacity(concurrency);
     for t in 0..concurrency {
         let mut c = pool[t % conns].clone();
@@ -435,6 +504,26 @@ async fn measure(
             .copied()
             .unwrap_or_default()
     };
+    let index_lag = match lag {
+        Some(task) => match task.await {
+            Ok(Ok(lag)) => Some(lag),
+            Ok(Err(e)) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = first_error.lock() {
+                    first.get_or_insert_with(|| format!("measuring the index lag: {e}"));
+                }
+                None
+            }
+            Err(e) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = first_error.lock() {
+                    first.get_or_insert_with(|| format!("measuring the index lag: {e}"));
+                }
+                None
+            }
+        },
+        None => None,
+    };
     let first_error = first_error.lock().ok().and_then(|mut e| e.take());
     Figure {
         call,
@@ -446,5 +535,6 @@ async fn measure(
         p50: pct(0.5),
         p99: pct(0.99),
         vs_health: None,
+        index_lag,
     }
 }

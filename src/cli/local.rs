@@ -402,6 +402,7 @@ pub async fn reindex(a: DirArgs) -> anyhow::Result<ExitCode> {
         while indexer.step()? {
             pb.set_position(indexer.watermark());
         }
+        indexer.flush()?;
         pb.finish_and_clear();
         Ok(indexer.watermark())
     })

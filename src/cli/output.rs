@@ -608,6 +608,9 @@ pub fn bench_figure(f: &super::bench::Figure, json: bool) {
             "p50_us": f.p50.as_micros() as u64,
             "p99_us": f.p99.as_micros() as u64,
             "vs_health": f.vs_health,
+            "index_lag_p50_us": f.index_lag.as_ref().map(|l| l.p50.as_micros() as u64),
+            "index_lag_max_us": f.index_lag.as_ref().map(|l| l.max.as_micros() as u64),
+            "index_catch_up_us": f.index_lag.as_ref().map(|l| l.catch_up.as_micros() as u64),
         });
         println!("{line}");
         return;
@@ -621,8 +624,17 @@ pub fn bench_figure(f: &super::bench::Figure, json: bool) {
         (Some(e), n) => format!("  {n} errors, first: {}", clean(e)),
         (None, n) => format!("  {n} errors"),
     };
+    let lag = match &f.index_lag {
+        Some(l) => format!(
+            "  index lag p50 {:.0} ms max {:.0} ms, caught up {:.0} ms after",
+            l.p50.as_secs_f64() * 1e3,
+            l.max.as_secs_f64() * 1e3,
+            l.catch_up.as_secs_f64() * 1e3
+        ),
+        None => String::new(),
+    };
     println!(
-        "{:>3} streams  {:<24} {:>9.0}/s  p50 {:>8.2} ms  p99 {:>8.2} ms  vs health {vs}{errors}",
+        "{:>3} streams  {:<24} {:>9.0}/s  p50 {:>8.2} ms  p99 {:>8.2} ms  vs health {vs}{lag}{errors}",
         f.concurrency,
         f.call.method(),
         f.per_sec,

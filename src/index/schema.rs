@@ -12,10 +12,11 @@ use crate::pb;
 
 /// The version of this schema and of what the indexer puts in it. An index written with another
 /// version is rebuilt from the log when it is opened.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The tokenizer of claim text: tantivy's `en_stem` (lowercase, split on non-alphanumerics,
-/// English Snowball stemming), so "drone" finds "drones" and "shot down" finds "shooting down".
+/// English Snowball stemming), so "drone" finds "drones" and "shoot" finds "shooting" (but not
+/// the irregular "shot").
 pub const TEXT_TOKENIZER: &str = "en_stem";
 
 #[derive(Clone)]
@@ -111,7 +112,11 @@ impl Fields {
             d.add_text(self.source, s);
         }
         d.add_text(self.place, crate::ledger::terms::place_text(c));
-        d.add_text(self.text, crate::ledger::terms::claim_text(c));
+        // Summary, text and each tag as separate values: a phrase never runs from one into
+        // the next.
+        for part in crate::ledger::terms::claim_texts(c) {
+            d.add_text(self.text, part);
+        }
         if let Some(start) = c.event_time.as_ref().and_then(|t| t.start.as_ref()) {
             let end = c
                 .event_time

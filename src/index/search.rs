@@ -5,6 +5,7 @@ use std::ops::Bound;
 
 use tantivy::collector::TopDocs;
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query_grammar::{self, Occur as GrammarOccur, UserInputAst, UserInputLeaf};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{Order, TantivyDocument, Term};
 
@@ -87,6 +88,57 @@ impl QueryIndex {
         })
     }
 
+    /// The free text of a query made safe to parse: every `:` escaped, so text like
+    /// "Update: drones" is words and never names another field of the index, and refused
+    /// (INVALID_ARGUMENT) if it uses what the search does not offer: ranges, sets, or an
+    /// excluded phrase (`-"drone strike"`, which tantivy 0.27 does not evaluate soundly).
+    fn checked_text_query(&self, query: &str) -> Result<String, IndexError> {
+        let escaped = query.replace('\\', "\\\\").replace(':', "\\:");
+        let ast = query_grammar::parse_query(&escaped)
+            .map_err(|_| invalid("query", "cannot be parsed (check quotes and brackets)"))?;
+        let mut analyzer = self
+            .inner
+            .index
+            .tokenizer_for_field(self.inner.fields.text)?;
+        let mut tokens = |text: &str| {
+            let mut stream = analyzer.token_stream(text);
+            let mut n = 0;
+            while stream.advance() {
+                n += 1;
+            }
+            n
+        };
+        let mut stack = vec![(false, &ast)];
+        while let Some((negated, node)) = stack.pop() {
+            match node {
+                UserInputAst::Clause(clauses) => {
+                    for (occur, q) in clauses {
+                        stack.push((negated ^ (*occur == Some(GrammarOccur::MustNot)), q));
+                    }
+                }
+                UserInputAst::Boost(q, _) => stack.push((negated, q)),
+                UserInputAst::Leaf(leaf) => match &**leaf {
+                    UserInputLeaf::Literal(l) => {
+                        if negated && tokens(&l.phrase) > 1 {
+                            return Err(invalid(
+                                "query",
+                                "cannot exclude a phrase; exclude single words (-word)",
+                            ));
+                        }
+                    }
+                    UserInputLeaf::All => {}
+                    _ => {
+                        return Err(invalid(
+                            "query",
+                            "ranges and sets are not supported; use the list filters",
+                        ))
+                    }
+                },
+            }
+        }
+        Ok(escaped)
+    }
+
     /// The filters of `req` as one query (every clause must match).
     fn query(
         &self,
@@ -98,10 +150,11 @@ impl QueryIndex {
         let term =
             |t: Term| -> Box<dyn Query> { Box::new(TermQuery::new(t, IndexRecordOption::Basic)) };
         if !req.query.trim().is_empty() {
+            let text = self.checked_text_query(&req.query)?;
             let mut parser = QueryParser::for_index(&self.inner.index, vec![f.text]);
             parser.set_conjunction_by_default();
             let q = parser
-                .parse_query(&req.query)
+                .parse_query(&text)
                 .map_err(|e| invalid("query", format!("cannot be parsed: {e}")))?;
             must.push(q);
         }

@@ -15,7 +15,10 @@ pub fn place_text(c: &pb::Claim) -> String {
     parts.join(" ")
 }
 
-/// The claim's summary, text and tags, as one text.
-pub fn claim_text(c: &pb::Claim) -> String {
-    format!("{}\n{}\n{}", c.summary, c.text, c.tags.join(" "))
+/// The claim's summary, text and tags: the separate texts free-text queries search.
+pub fn claim_texts(c: &pb::Claim) -> impl Iterator<Item = &str> {
+    [c.summary.as_str(), c.text.as_str()]
+        .into_iter()
+        .chain(c.tags.iter().map(String::as_str))
+        .filter(|s| !s.is_empty())
 }
