@@ -232,7 +232,10 @@ fn create(dir: &Path, fields: &Fields) -> Result<Index, IndexError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    Ok(Index::create_in_dir(dir, fields.schema.clone())?)
+    Ok(Index::builder()
+        .schema(fields.schema.clone())
+        .settings(schema::settings())
+        .create_in_dir(dir)?)
 }
 
 /// The existing index and its mark, `None` if there is none, or why it cannot be used.
@@ -245,7 +248,9 @@ fn open_existing(
         return Ok(None);
     }
     let index = Index::open_in_dir(dir).map_err(|e| e.to_string())?;
-    if index.schema() != fields.schema {
+    if index.schema() != fields.schema
+        || index.settings().sort_by_field != schema::settings().sort_by_field
+    {
         return Err("its schema is another version's".into());
     }
     let metas = index.load_metas().map_err(|e| e.to_string())?;

@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Claims submitted (each with one piece of evidence) before measuring, for the reads.
     #[arg(long, default_value_t = 200)]
     seed_claims: usize,
+    /// The free text ListClaims searches for (every bench claim has "drones"; "report N"
+    /// matches the claims the N-th submit of each run made).
+    #[arg(long, default_value = "drones")]
+    list_query: String,
     /// Most streams sharing one connection; more streams open more connections.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     streams_per_connection: u32,
@@ -84,7 +88,7 @@ impl Call {
             Call::Submit => "SubmitClaim",
             Call::Evidence => "AddEvidence",
             Call::Status => "GetClaimStatus",
-            Call::ListText => "ListClaims query=drones",
+            Call::ListText => "ListClaims query",
             Call::ListStatus => "ListClaims status=…",
         }
     }
@@ -184,6 +188,8 @@ struct Fixture {
     counter: AtomicUsize,
     /// The next claim AddEvidence goes to.
     evidence_next: AtomicUsize,
+    /// `--list-query`.
+    list_query: String,
 }
 
 impl Fixture {
@@ -219,7 +225,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     for _ in 0..widest.div_ceil(per_conn) {
         pool.push(connect(&a.opts).await?);
     }
-    let fixture = Arc::new(seed(&pool[0], a.seed_claims).await?);
+    let fixture = Arc::new(seed(&pool[0], a.seed_claims, a.list_query.clone()).await?);
     let duration = Duration::from_secs_f64(a.seconds);
     let mut figures = Vec::new();
     for &c in &a.concurrency {
@@ -249,7 +255,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Registers the run's two sources and submits `n` claims with one piece of evidence each.
-async fn seed(c: &Clients, n: usize) -> anyhow::Result<Fixture> {
+async fn seed(c: &Clients, n: usize, list_query: String) -> anyhow::Result<Fixture> {
     let run = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -263,6 +269,7 @@ async fn seed(c: &Clients, n: usize) -> anyhow::Result<Fixture> {
         status: pb::Status::Claimed,
         counter: AtomicUsize::new(0),
         evidence_next: AtomicUsize::new(0),
+        list_query,
     };
     let mut sources = c.sources.clone();
     for (id, side, role, grade) in [
@@ -415,7 +422,7 @@ async fn once(c: &mut Clients, f: &Fixture, call: Call) -> Result<(), Status> {
         Call::ListText => {
             c.claims
                 .list_claims(pb::ListClaimsRequest {
-                    query: "drones".into(),
+                    query: f.list_query.clone(),
                     page_size: 20,
                     ..Default::default()
                 })

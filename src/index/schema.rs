@@ -5,14 +5,27 @@ use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, FAST,
     INDEXED, STORED, STRING,
 };
-use tantivy::TantivyDocument;
+use tantivy::{IndexSettings, IndexSortByField, TantivyDocument};
 
 use crate::claims::policy::Outcome;
 use crate::pb;
 
 /// The version of this schema and of what the indexer puts in it. An index written with another
 /// version is rebuilt from the log when it is opened.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
+
+/// The index's settings: every segment keeps its documents sorted by claim log index, so a
+/// list page (log order, after a page token) reads each segment from the token's position and
+/// stops after a page of matches (`search::LogOrder`), instead of ranking every match.
+pub fn settings() -> IndexSettings {
+    IndexSettings {
+        sort_by_field: Some(IndexSortByField {
+            field: "index".into(),
+            order: tantivy::Order::Asc,
+        }),
+        ..IndexSettings::default()
+    }
+}
 
 /// The tokenizer of claim text: tantivy's `en_stem` (lowercase, split on non-alphanumerics,
 /// English Snowball stemming), so "drone" finds "drones" and "shoot" finds "shooting" (but not

@@ -3,11 +3,15 @@
 
 use std::ops::Bound;
 
-use tantivy::collector::TopDocs;
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::query::Weight;
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::query_grammar::{self, Occur as GrammarOccur, UserInputAst, UserInputLeaf};
 use tantivy::schema::{IndexRecordOption, Value};
-use tantivy::{Order, TantivyDocument, Term};
+use tantivy::{
+    DocAddress, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term,
+    TERMINATED,
+};
 
 use super::{IndexError, QueryIndex};
 use crate::claims::validate::FieldError;
@@ -35,13 +39,16 @@ impl QueryIndex {
             },
             None => None,
         };
-        let query = self.query(req, after)?;
+        let query = self.query(req)?;
         let snapshot = self.snapshot();
         let f = &self.inner.fields;
         let searcher = &snapshot.searcher;
         let hits = searcher.search(
             &query,
-            &TopDocs::with_limit(n + 1).order_by_fast_field::<u64>("index", Order::Asc),
+            &LogOrder {
+                after,
+                limit: n + 1,
+            },
         )?;
         let ledger = &self.inner.ledger;
         let published = ledger.log().size();
@@ -70,7 +77,7 @@ impl QueryIndex {
                 IndexError::Corrupt(format!("indexed claim {id:?} is not in the log"))
             })?;
             bytes += prost::Message::encoded_len(&claim);
-            last_index = index.or(Some(claim.index));
+            last_index = Some(index);
             out.push(pb::ClaimListItem {
                 claim: Some(claim),
                 status: status as i32,
@@ -140,11 +147,7 @@ impl QueryIndex {
     }
 
     /// The filters of `req` as one query (every clause must match).
-    fn query(
-        &self,
-        req: &pb::ListClaimsRequest,
-        after: Option<u64>,
-    ) -> Result<Box<dyn Query>, IndexError> {
+    fn query(&self, req: &pb::ListClaimsRequest) -> Result<Box<dyn Query>, IndexError> {
         let f = &self.inner.fields;
         let mut must: Vec<Box<dyn Query>> = Vec::new();
         let term =
@@ -192,12 +195,6 @@ impl QueryIndex {
                 Bound::Unbounded,
             )));
         }
-        if let Some(a) = after {
-            must.push(Box::new(RangeQuery::new(
-                Bound::Excluded(Term::from_field_u64(f.index, a)),
-                Bound::Unbounded,
-            )));
-        }
         Ok(match must.len() {
             0 => Box::new(AllQuery),
             1 => must.remove(0),
@@ -205,5 +202,101 @@ impl QueryIndex {
                 must.into_iter().map(|q| (Occur::Must, q)).collect(),
             )),
         })
+    }
+}
+
+/// Collects the first `limit` matches in log order after claim index `after`: the documents
+/// with the smallest `index` above it. Every segment is sorted by `index`
+/// ([`super::schema::settings`]), so each is read from the first document past `after` (a
+/// binary search of its `index` column) and left after `limit` live matches: a page costs
+/// O(segments × (log n + page)) for a broad filter, rather than a pass over every match.
+pub(super) struct LogOrder {
+    pub after: Option<u64>,
+    pub limit: usize,
+}
+
+/// One segment's matches, in log order.
+pub(super) struct LogOrderSegment {
+    ord: SegmentOrdinal,
+    found: Vec<(u64, DocAddress)>,
+}
+
+impl SegmentCollector for LogOrderSegment {
+    type Fruit = Vec<(u64, DocAddress)>;
+
+    // Used only if a caller bypasses `LogOrder::collect_segment`: keeps every match, and
+    // `merge_fruits` sorts and cuts.
+    fn collect(&mut self, doc: DocId, _: Score) {
+        self.found.push((0, DocAddress::new(self.ord, doc)));
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        self.found
+    }
+}
+
+impl Collector for LogOrder {
+    type Fruit = Vec<(u64, DocAddress)>;
+    type Child = LogOrderSegment;
+
+    fn for_segment(&self, ord: SegmentOrdinal, _: &SegmentReader) -> tantivy::Result<Self::Child> {
+        Ok(LogOrderSegment {
+            ord,
+            found: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Self::Fruit>) -> tantivy::Result<Self::Fruit> {
+        let mut all: Vec<(u64, DocAddress)> = fruits.into_iter().flatten().collect();
+        all.sort_unstable_by_key(|(index, _)| *index);
+        all.truncate(self.limit);
+        Ok(all)
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn Weight,
+        ord: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<Self::Fruit> {
+        let column = reader.fast_fields().u64("index")?;
+        let alive = reader.alive_bitset();
+        let index_of = |doc: DocId| column.first(doc).unwrap_or(0);
+        // The first document past `after`: documents are sorted by index.
+        let (mut lo, mut hi) = (0, reader.max_doc());
+        if let Some(after) = self.after {
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if index_of(mid) <= after {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+        }
+        let mut found = Vec::new();
+        if lo >= reader.max_doc() {
+            return Ok(found);
+        }
+        let mut scorer = weight.scorer(reader, 1.0)?;
+        let mut doc = if scorer.doc() >= lo {
+            scorer.doc()
+        } else {
+            scorer.seek(lo)
+        };
+        while doc != TERMINATED && found.len() < self.limit {
+            if alive.is_none_or(|a| a.is_alive(doc)) {
+                let index = index_of(doc);
+                if self.after.is_none_or(|a| index > a) {
+                    found.push((index, DocAddress::new(ord, doc)));
+                }
+            }
+            doc = scorer.advance();
+        }
+        Ok(found)
     }
 }
