@@ -31,6 +31,10 @@ use tokio::sync::watch;
 
 use crate::ledger::Reader;
 
+/// The most entries past the index's watermark a lookup by leaf hash reads itself; further
+/// behind (an index being rebuilt) it answers UNAVAILABLE instead.
+pub const MAX_TAIL_SCAN: u64 = 100_000;
+
 /// How long a ListClaims with `min_size` waits for the index to get there.
 pub const MIN_SIZE_WAIT: Duration = Duration::from_secs(5);
 
@@ -70,6 +74,12 @@ pub enum IndexError {
         wanted: u64,
         waited_ms: u128,
     },
+    /// The index is too far behind the log to find an entry by its leaf hash now.
+    #[error(
+        "the query index has read the log to size {indexed} of {size}; entries are found by \
+         leaf hash once it catches up; retry"
+    )]
+    CatchingUp { indexed: u64, size: u64 },
 }
 
 /// What a commit of the index records about itself (its payload).
@@ -193,15 +203,6 @@ impl QueryIndex {
         }
         self.inner.size_tx.send_replace(size);
         Ok(())
-    }
-
-    /// Says the searchable index, unchanged, covers `size` (entries that change no document).
-    fn publish_size(&self, size: u64) {
-        match self.inner.current.write() {
-            Ok(mut s) => s.size = size,
-            Err(poisoned) => poisoned.into_inner().size = size,
-        }
-        self.inner.size_tx.send_replace(size);
     }
 
     /// Waits until the index covers `size`, at most `wait`; returns the size it covers.

@@ -384,12 +384,6 @@ impl Log {
         self.store.entries(start, end.min(self.size()))
     }
 
-    /// The index of the published entry with this leaf hash, if any.
-    pub fn index_of(&self, leaf: &Hash) -> Result<Option<u64>, LogError> {
-        let size = self.size();
-        Ok(self.store.index_of(leaf)?.filter(|i| *i < size))
-    }
-
     /// The leaf hash of published entry `index`.
     pub fn leaf_hash_at(&self, index: u64) -> Result<Hash, LogError> {
         let size = self.size();

@@ -1838,3 +1838,67 @@ fn serve_rebuilds_a_ledger_state_of_another_layout() {
     });
     sp.stop();
 }
+
+/// An entry is found by its leaf hash both once the index has read it (its entry document) and
+/// before (the entries past the watermark are read directly), and the answer is its index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_are_found_by_leaf_hash_before_and_after_the_index_reads_them() {
+    use pb::get_inclusion_proof_request::Leaf;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = TestServer::start(dir.path()).await;
+    let mut c = srv.clients().await;
+    let reg = c
+        .register(source(
+            "ua-af",
+            "UA",
+            pb::Role::Party,
+            pb::Reliability::C,
+            "",
+        ))
+        .await;
+    let mut receipts = vec![reg.receipt.expect("receipt")];
+    for i in 0..30 {
+        let r = c
+            .submit(
+                &format!("leaf-{i}"),
+                claim(pb::ClaimKind::Strike, "ua-af", &format!("Strike {i}")),
+            )
+            .await;
+        receipts.push(r.receipt.expect("receipt"));
+    }
+    let log = c.log.clone();
+    let find = |leaf: Vec<u8>| {
+        let mut log = log.clone();
+        async move {
+            log.get_inclusion_proof(pb::GetInclusionProofRequest {
+                leaf: Some(Leaf::LeafHash(leaf)),
+                tree_size: 0,
+            })
+            .await
+            .map(|r| r.into_inner().index)
+        }
+    };
+    // Right after the writes, whatever the index has read.
+    for r in &receipts {
+        assert_eq!(find(r.leaf_hash.clone()).await.expect("found"), r.index);
+    }
+    // Once the index has read them all.
+    let size = c.size().await;
+    let listed = c
+        .claims
+        .list_claims(pb::ListClaimsRequest {
+            min_size: size,
+            ..Default::default()
+        })
+        .await
+        .expect("ListClaims")
+        .into_inner();
+    assert!(listed.indexed_size >= size);
+    for r in &receipts {
+        assert_eq!(find(r.leaf_hash.clone()).await.expect("found"), r.index);
+    }
+    // A hash of no entry.
+    let r = find(vec![7; 32]).await;
+    assert_eq!(r.expect_err("no such entry").code(), Code::NotFound);
+    srv.stop().await;
+}

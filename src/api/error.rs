@@ -137,7 +137,9 @@ pub fn index(e: IndexError) -> Status {
         IndexError::Ledger(e) => ledger(e),
         IndexError::Log(e) => log(e),
         e @ IndexError::BeyondLog { .. } => Status::out_of_range(e.to_string()),
-        e @ IndexError::Behind { .. } => Status::unavailable(e.to_string()),
+        e @ (IndexError::Behind { .. } | IndexError::CatchingUp { .. }) => {
+            Status::unavailable(e.to_string())
+        }
         e @ (IndexError::Tantivy(_) | IndexError::Io { .. } | IndexError::Corrupt(_)) => {
             Status::internal(e.to_string())
         }

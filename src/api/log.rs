@@ -162,8 +162,11 @@ impl LogService for LogApi {
             Some(pb::get_inclusion_proof_request::Leaf::LeafHash(h)) => {
                 let h = hash("leaf_hash", &h)?;
                 // An entry still being synced is not in the log yet.
-                log.index_of(&h)
-                    .map_err(error::log)?
+                let index = self.0.index.clone();
+                tokio::task::spawn_blocking(move || index.index_of(&h))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(error::index)?
                     .ok_or_else(|| Status::not_found("no entry has this leaf hash"))?
             }
             None => return Err(error::missing("index or leaf_hash")),

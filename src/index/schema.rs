@@ -1,5 +1,6 @@
 //! The query index's schema: one document per claim, replaced whenever something that decides
-//! how the claim is found (its status, its sources) changes.
+//! how the claim is found (its status, its sources) changes; and one small document per log
+//! entry, never replaced, that finds an entry by its leaf hash (GetInclusionProof by hash).
 
 use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, FAST,
@@ -12,7 +13,7 @@ use crate::pb;
 
 /// The version of this schema and of what the indexer puts in it. An index written with another
 /// version is rebuilt from the log when it is opened.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// The index's settings: every segment keeps its documents sorted by claim log index, so a
 /// list page (log order, after a page token) reads each segment from the token's position and
@@ -37,8 +38,13 @@ pub struct Fields {
     pub schema: Schema,
     /// The claim id: the term a document is replaced by.
     pub id: Field,
-    /// The claim's log index: the order of every list, and the page token.
+    /// The claim's log index: the order of every list, and the page token. On an entry's
+    /// document, the entry's index.
     pub index: Field,
+    /// 1 on every claim document: what a list without filters matches.
+    pub claim: Field,
+    /// On an entry's document: its leaf hash, hex.
+    pub leaf: Field,
     pub kind: Field,
     /// The effective status, as judged when the document was written.
     pub status: Field,
@@ -64,6 +70,8 @@ impl Fields {
         let num = || NumericOptions::default().set_indexed().set_fast();
         let id = b.add_text_field("id", STRING | STORED);
         let index = b.add_u64_field("index", num().set_stored());
+        let claim = b.add_u64_field("claim", NumericOptions::default().set_indexed());
+        let leaf = b.add_text_field("leaf", STRING);
         let kind = b.add_u64_field("kind", num());
         let status = b.add_u64_field("status", num().set_stored());
         let confirmed = b.add_u64_field("confirmed", NumericOptions::default().set_stored());
@@ -92,6 +100,8 @@ impl Fields {
             schema: b.build(),
             id,
             index,
+            claim,
+            leaf,
             kind,
             status,
             confirmed,
@@ -111,6 +121,7 @@ impl Fields {
         let mut d = TantivyDocument::default();
         d.add_text(self.id, &c.id);
         d.add_u64(self.index, c.index);
+        d.add_u64(self.claim, 1);
         d.add_u64(self.kind, c.kind as u64);
         d.add_u64(self.status, out.status as i32 as u64);
         d.add_u64(self.confirmed, out.confirmed as u64);
@@ -143,6 +154,21 @@ impl Fields {
             d.add_i64(self.deadline, t.seconds);
         }
         Some(d)
+    }
+}
+
+/// A leaf hash as the `leaf` field holds it.
+pub fn leaf_term(leaf: &tlog_tiles::Hash) -> String {
+    leaf.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Fields {
+    /// The document of log entry `index`, found by its leaf hash.
+    pub fn entry_document(&self, index: u64, leaf: &tlog_tiles::Hash) -> TantivyDocument {
+        let mut d = TantivyDocument::default();
+        d.add_u64(self.index, index);
+        d.add_text(self.leaf, leaf_term(leaf));
+        d
     }
 }
 

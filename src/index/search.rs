@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::query::Weight;
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::query_grammar::{self, Occur as GrammarOccur, UserInputAst, UserInputLeaf};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{
@@ -26,6 +26,44 @@ fn invalid(field: &str, message: impl Into<String>) -> IndexError {
 }
 
 impl QueryIndex {
+    /// The index of the published entry whose leaf hash is `leaf`, if any: from the entry
+    /// documents up to the index's watermark, and past it by reading the few entries the
+    /// indexer has not yet (at most [`super::MAX_TAIL_SCAN`]). Every answer is checked against
+    /// the log's own stored leaf hash.
+    pub fn index_of(&self, leaf: &tlog_tiles::Hash) -> Result<Option<u64>, IndexError> {
+        let log = self.inner.ledger.log();
+        let size = log.size();
+        let snapshot = self.snapshot();
+        let f = &self.inner.fields;
+        let term = Term::from_field_text(f.leaf, &super::schema::leaf_term(leaf));
+        let hits = snapshot.searcher.search(
+            &TermQuery::new(term, IndexRecordOption::Basic),
+            &LogOrder {
+                after: None,
+                limit: 1,
+            },
+        )?;
+        if let Some(&(index, _)) = hits.first() {
+            if index < size && log.leaf_hash_at(index)? == *leaf {
+                return Ok(Some(index));
+            }
+        }
+        let from = snapshot.size.min(size);
+        if size - from > super::MAX_TAIL_SCAN {
+            return Err(IndexError::CatchingUp {
+                indexed: snapshot.size,
+                size,
+            });
+        }
+        for kv in log.entries(from, size) {
+            let (i, bytes) = kv?;
+            if crate::log::leaf_hash(&bytes) == *leaf {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+
     /// Lists the claims matching every filter of `req`, in log order, one page at a time (at
     /// most the page size, and no more claims once the page holds [`MAX_PAGE_BYTES`]), from
     /// the index's latest commit, whose log size the answer carries.
@@ -196,7 +234,7 @@ impl QueryIndex {
             )));
         }
         Ok(match must.len() {
-            0 => Box::new(AllQuery),
+            0 => term(Term::from_field_u64(f.claim, 1)),
             1 => must.remove(0),
             _ => Box::new(BooleanQuery::new(
                 must.into_iter().map(|q| (Occur::Must, q)).collect(),

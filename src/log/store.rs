@@ -35,7 +35,6 @@ use super::error::LogError;
 use super::DEFAULT_ORIGIN;
 
 pub(crate) const ENTRY: u8 = b'e';
-pub(crate) const LEAF: u8 = b'l';
 pub(crate) const META_SIZE: &[u8] = b"msize";
 pub(crate) const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 pub(crate) const META_ORIGIN: &[u8] = b"morigin";
@@ -45,13 +44,6 @@ pub(crate) fn key(prefix: u8, n: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = prefix;
     k[1..].copy_from_slice(&n.to_be_bytes());
-    k
-}
-
-pub(crate) fn leaf_key(h: &Hash) -> [u8; 33] {
-    let mut k = [0u8; 33];
-    k[0] = LEAF;
-    k[1..].copy_from_slice(&h.0);
     k
 }
 
@@ -382,16 +374,6 @@ impl Store {
     ) -> impl Iterator<Item = Result<(u64, sled::IVec), LogError>> + '_ {
         self.packed(start, end)
             .map(|kv| kv.and_then(|(i, v)| Ok((i, entry_part(i, v)?))))
-    }
-
-    /// The index of the entry with this leaf hash, if any.
-    pub fn index_of(&self, leaf: &Hash) -> Result<Option<u64>, LogError> {
-        match self.tree.get(leaf_key(leaf))? {
-            None => Ok(None),
-            Some(v) => be64(&v)
-                .map(Some)
-                .ok_or_else(|| LogError::Corrupt("leaf index".into())),
-        }
     }
 
     /// The stored leaf hash of entry `index`.

@@ -586,7 +586,6 @@ impl Writer {
                 reader.stage(first + i as u64, *h);
             }
             batch.insert(&store::key(store::ENTRY, size)[..], pack(&hashes, &bytes));
-            batch.insert(&store::leaf_key(&leaf)[..], &size.to_be_bytes()[..]);
             staged.push(Staged {
                 reply: req.reply,
                 index: size,
