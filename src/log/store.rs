@@ -60,7 +60,7 @@ pub fn leaf_hash(data: &[u8]) -> Hash {
 }
 
 /// sled's page cache. Scans (the audit, the start-up re-hash) fill it whatever its size, so it
-/// bounds the server's memory; the hot data (the tail of the log, the leaf-hash index, the
+/// bounds the server's memory; the hot data (the tail of the log, the ledger's sources, the
 /// upper tree levels kept separately below) is far smaller than a million-entry log.
 pub const CACHE_BYTES: u64 = 96 * 1024 * 1024;
 
