@@ -84,7 +84,7 @@ impl Indexer {
         self.mark.size
     }
 
-    /// Indexes up to [`MAX_BATCH`] published entries past the watermark and the deadlines passed
+    /// Indexes up to `MAX_BATCH` published entries past the watermark and the deadlines passed
     /// since the last batch, as one commit. Returns false if there was nothing to do.
     pub fn step(&mut self) -> Result<bool, IndexError> {
         let ledger = &self.shared.inner.ledger;

@@ -84,8 +84,9 @@ pub(crate) struct Settings {
     pub crash_before_checkpoint_file: Option<u64>,
 }
 
-/// The environment variable that arms [`Settings::crash_before_checkpoint_file`]; for tests
-/// only: `crash-before-checkpoint-file:<size>`.
+/// The environment variable that arms a crash failpoint; for tests only:
+/// `crash-before-checkpoint-file:<size>` (the writer) or `indexer-abort-before-commit:<index>`
+/// (the query indexer).
 pub const FAILPOINT_ENV: &str = "CLAIMLEDGER_FAILPOINT";
 
 /// Reads [`FAILPOINT_ENV`].
