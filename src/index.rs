@@ -67,12 +67,14 @@ pub enum IndexError {
     /// The index did not reach `min_size` in time.
     #[error(
         "the query index has read the log to size {indexed}, not yet to min_size {wanted} \
-         (waited {waited_ms} ms); retry"
+         (waited {waited_ms} ms){failing}; retry"
     )]
     Behind {
         indexed: u64,
         wanted: u64,
         waited_ms: u128,
+        /// Empty, or why the indexer is failing (it retries).
+        failing: String,
     },
     /// The index is too far behind the log to find an entry by its leaf hash now.
     #[error(
@@ -89,7 +91,7 @@ struct Mark {
     version: u32,
     /// Every entry below this size is indexed.
     size: u64,
-    /// Hex leaf hash of entry `size - 1`: the log this index was built from.
+    /// Leaf hash (base64) of entry `size - 1`: the log this index was built from.
     leaf: String,
     /// Every claim whose `resolve_by` is before this moment (unix seconds) was judged after it.
     deadlines_before: i64,
@@ -178,9 +180,13 @@ impl QueryIndex {
         *self.inner.size_tx.borrow()
     }
 
-    /// Why the indexer is not keeping up, if it failed (it retries).
-    pub fn failure(&self) -> Option<String> {
-        self.inner.failure.borrow().clone()
+    /// Why the indexer is not keeping up, if its last batch failed (it retries), as a clause
+    /// to append to a message; empty while it works.
+    pub fn failing(&self) -> String {
+        match &*self.inner.failure.borrow() {
+            Some(why) => format!("; the indexer is failing: {why}"),
+            None => String::new(),
+        }
     }
 
     fn snapshot(&self) -> Snapshot {

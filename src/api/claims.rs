@@ -286,6 +286,7 @@ impl ClaimService for Claims {
                     indexed,
                     wanted: r.min_size,
                     waited_ms: started.elapsed().as_millis(),
+                    failing: self.0.index.failing(),
                 }));
             }
         }

@@ -4,15 +4,15 @@
 //! A batch re-judges every claim something in it touched, at the batch's end size (the record
 //! and its sources cut to that size) and the current time:
 //! - a claim submitted, or given evidence, a verdict or a retraction in the batch;
-//! - for a new grade, every claim citing the source: those in the committed index (its
-//!   `source` field) and those the batch itself adds;
+//! - for a new grade, every claim citing the source in the committed index (its `source`
+//!   field; a claim that comes to cite it in the same batch is re-judged for that entry);
 //! - every claim whose `resolve_by` passed since the last batch (the `deadline` field, a range
 //!   from the last sweep's moment to now), the one way time alone changes a status.
 //!
 //! None of it scans every claim, and none of it is the writer's work: the writer never waits
 //! for the indexer.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -97,8 +97,6 @@ impl Indexer {
         }
         let mut claims: BTreeSet<String> = BTreeSet::new();
         let mut graded: BTreeSet<String> = BTreeSet::new();
-        // Claims this batch adds to a source's citations (not yet in the committed index).
-        let mut cited: HashMap<String, Vec<String>> = HashMap::new();
         let mut leaf = None;
         let fields = &self.shared.inner.fields;
         for kv in log.entries(start, end) {
@@ -111,27 +109,13 @@ impl Indexer {
                 .map_err(|e| IndexError::Corrupt(format!("entry {i}: {e}")))?;
             let change = pb::Change::decode(&env.body[..])
                 .map_err(|e| IndexError::Corrupt(format!("entry {i}: not a Change: {e}")))?;
-            let mut cite = |source: &str, claim: &str| {
-                if !source.is_empty() {
-                    cited
-                        .entry(source.to_string())
-                        .or_default()
-                        .push(claim.to_string());
-                }
-            };
+            // A claim that comes to cite a source in this batch is re-judged for that entry
+            // anyway, so a grade in the batch needs only the citations already committed.
             match change.kind {
                 Some(Kind::ClaimSubmitted(c)) => {
-                    cite(&c.claimant_id, &c.id);
-                    for h in &c.attribution {
-                        cite(&h.source_id, &c.id);
-                    }
                     claims.insert(c.id);
                 }
                 Some(Kind::EvidenceAdded(e)) => {
-                    cite(&e.source_id, &e.claim_id);
-                    for h in &e.attribution {
-                        cite(&h.source_id, &e.claim_id);
-                    }
                     claims.insert(e.claim_id);
                 }
                 Some(Kind::VerdictRecorded(v)) => {
@@ -168,11 +152,6 @@ impl Indexer {
                 )),
                 Bound::Excluded(Term::from_field_i64(fields.deadline, now)),
             ))?;
-        }
-        for source in &graded {
-            if let Some(ids) = cited.get(source) {
-                claims.extend(ids.iter().cloned());
-            }
         }
         if claims.is_empty() && end == start {
             // Only time passed, and no deadline with it: nothing to commit. After a restart
@@ -251,7 +230,7 @@ impl Indexer {
 
     /// Follows the log until it closes: a batch whenever entries are published, and at least
     /// once a second for the deadlines. A failed batch is retried after a pause, with the
-    /// failure shown by [`QueryIndex::failure`].
+    /// failure shown by [`QueryIndex::failing`].
     pub async fn run(mut self, mut closing: tokio::sync::watch::Receiver<bool>) {
         let shared = self.shared.clone();
         loop {

@@ -106,11 +106,13 @@ impl Reader {
         if rec.grades.last().is_some_and(|g| g.index < size) {
             return Ok(Some(s));
         }
-        let grades = self.idx.range(
+        // The last grade below `size`, read from the end of the range (one descent, however
+        // long the history).
+        let mut grades = self.idx.range(
             &keys::bucket(keys::GRADE, &s.id),
             &keys::at(keys::GRADE, &s.id, size),
         );
-        match grades.last().transpose()? {
+        match grades.next_back().transpose()? {
             Some((_, v)) => {
                 let g: pb::GradeRecord = decode(&v, "grade")?;
                 s.reliability = g.reliability;
@@ -126,11 +128,7 @@ impl Reader {
     /// A source with its grade history, as of the published size.
     pub fn source(&self, id: &str) -> Result<pb::GetSourceResponse, LedgerError> {
         let size = self.log.size();
-        let rec = self.source_record(id)?;
-        let Some(source) = rec.as_ref().map(|r| self.source_of(r, size)).transpose()? else {
-            return Err(not_found("source", id));
-        };
-        let Some(source) = source else {
+        let Some(source) = self.source_at(id, size)? else {
             return Err(not_found("source", id));
         };
         let mut grades = Vec::new();
