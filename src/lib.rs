@@ -3,13 +3,15 @@
 //! The crate is layered (see ARCHITECTURE.md): [`log`] is the verifiable append-only log on sled
 //! with no gRPC in it; [`claims`] is the domain model and the pure confirmation policy;
 //! [`ledger`] is the domain's state on the log; [`index`] the derived query index that follows
-//! it; [`api`] puts them behind tonic services; [`cli`] is the command line.
+//! it; [`api`] puts them behind tonic services and [`http`] beside them on the same port;
+//! [`cli`] is the command line.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod claims;
 pub mod cli;
 pub mod files;
+pub mod http;
 pub mod index;
 pub mod ledger;
 pub mod log;

@@ -77,9 +77,13 @@ pub struct Options {
     pub external_checkpoint: bool,
 }
 
-/// The largest entry body accepted: far above any valid request (the API's own field limits come
-/// first), it keeps one request from making an outsized entry.
-pub const MAX_BODY: usize = 256 * 1024;
+/// The largest entry, in bytes: what a C2SP tlog-tiles entry bundle can hold (a 16-bit length
+/// prefix per entry). Large material goes into a log by URL and `content_sha256`, not inline.
+pub const MAX_ENTRY: usize = 65_535;
+
+/// Room for the envelope around the body and the actor: index (≤ 11 bytes), previous hash (34),
+/// time (≤ 24), and the actor's and body's tags and lengths (≤ 8).
+const ENVELOPE_SLACK: usize = 80;
 
 /// The origin of a data directory created without one.
 pub const DEFAULT_ORIGIN: &str = "claimledger.example/log";
@@ -230,10 +234,12 @@ impl Log {
     /// Appends one entry body on behalf of `actor` and waits until it is durable. When the
     /// writer's queue is full this waits for room (backpressure).
     pub async fn append(&self, actor: &str, body: Vec<u8>) -> Result<Receipt, AppendError> {
-        if body.len() > MAX_BODY {
+        let bound = body.len() + actor.len() + ENVELOPE_SLACK;
+        if bound > MAX_ENTRY {
             return Err(LogError::TooLarge(format!(
-                "the entry would be {} bytes, more than the {MAX_BODY} an entry may hold",
-                body.len()
+                "the entry would be about {bound} bytes, more than the {MAX_ENTRY} an entry may \
+                 hold (a tlog-tiles entry bundle's limit); shorten the text or refer to large \
+                 material by URL and content_sha256"
             ))
             .into());
         }
@@ -357,6 +363,51 @@ impl Log {
     /// Inclusion proof of entry `index` in the tree of `tree_size` entries.
     pub fn inclusion_proof(&self, index: u64, tree_size: u64) -> Result<Vec<Hash>, LogError> {
         self.store.inclusion_proof(index, tree_size, self.size())
+    }
+
+    /// The contents of a C2SP tlog-tiles tile of the published tree: for a hash tile the
+    /// tile's hashes, concatenated; for a data tile the entry bundle, each entry as a 16-bit
+    /// big-endian length and its exact bytes. `None` while the published tree is too small to
+    /// hold the whole tile (at its width).
+    pub fn tile(&self, tile: &tlog_tiles::Tile) -> Result<Option<Vec<u8>>, LogError> {
+        let size = u128::from(self.size());
+        let height = u32::from(tile.height());
+        let width = u64::from(tile.width());
+        let first = u128::from(tile.level_index()) << height;
+        // The leaves the tile needs: its last hash covers 2^(height × level) leaves.
+        let shift = height * u32::from(tile.level());
+        if width == 0 || shift >= 64 || (first + u128::from(width)) << shift > size {
+            return Ok(None);
+        }
+        if !tile.is_data() {
+            let data = tile
+                .read_data(&store::Reader(&self.store))
+                .map_err(|e| LogError::Corrupt(format!("reading tile {}: {e}", tile.path())))?;
+            return Ok(Some(data));
+        }
+        // `first + width` ≤ size, so both fit in u64.
+        let start = tile.level_index() << height;
+        let mut bundle = Vec::new();
+        let mut next = start;
+        for e in self.store.entries(start, start + width) {
+            let (index, bytes) = e?;
+            if index != next {
+                return Err(LogError::Corrupt(format!("entry {next} is missing")));
+            }
+            let len = u16::try_from(bytes.len()).map_err(|_| {
+                LogError::Internal(format!(
+                    "entry {index} is {} bytes, more than an entry bundle holds ({MAX_ENTRY})",
+                    bytes.len()
+                ))
+            })?;
+            bundle.extend_from_slice(&len.to_be_bytes());
+            bundle.extend_from_slice(&bytes);
+            next += 1;
+        }
+        if next != start + width {
+            return Err(LogError::Corrupt(format!("entry {next} is missing")));
+        }
+        Ok(Some(bundle))
     }
 
     /// Consistency proof from `old_size` to `new_size`.

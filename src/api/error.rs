@@ -19,8 +19,9 @@ pub fn missing(field: &str) -> Status {
 pub fn log(e: LogError) -> Status {
     let code = match &e {
         LogError::OutOfRange { .. } => Code::OutOfRange,
-        LogError::InvalidArgument(_) | LogError::NotADataDirectory(_) => Code::InvalidArgument,
-        LogError::TooLarge(_) => Code::ResourceExhausted,
+        LogError::InvalidArgument(_) | LogError::NotADataDirectory(_) | LogError::TooLarge(_) => {
+            Code::InvalidArgument
+        }
         LogError::Tampered { .. }
         | LogError::Corrupt(_)
         | LogError::Unverified(_)

@@ -1,5 +1,8 @@
 //! Assembling and running the gRPC server.
 //!
+//! One listener serves gRPC and the HTTP read surface ([`crate::http`]): HTTP/2 for both,
+//! HTTP/1.1 for browsers and tile clients.
+//!
 //! Limits live in layers and in the accept loop, not in handlers (SPEC §7):
 //! - [`incoming`]: a cap on open connections (kept below the open-file limit), a deadline for a
 //!   new connection's first byte, no spinning on a failed accept;
@@ -125,6 +128,15 @@ pub async fn serve(
     let logsvc = pb::log_service_server::LogServiceServer::new(LogApi(ctx.clone()))
         .max_decoding_message_size(MAX_MESSAGE);
 
+    // gRPC and the HTTP read surface share one port: the services' routes, merged with ours.
+    let mut grpc = tonic::service::RoutesBuilder::default();
+    grpc.add_service(health_service)
+        .add_service(reflection)
+        .add_service(sources)
+        .add_service(claims)
+        .add_service(logsvc);
+    let routes = crate::http::router(ctx.clone(), grpc.routes());
+
     // A writer that cannot commit (a failed or not yet durable commit) makes the server
     // unhealthy, so load balancers and operators see it, and healthy again if it recovers;
     // reads keep working either way.
@@ -186,13 +198,10 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .http2_max_header_list_size(16 * 1024)
         .tcp_keepalive(Some(Duration::from_secs(60)))
+        .accept_http1(true)
         .layer(RequestErrorsLayer)
         .layer(AuthLayer::new(config.auth))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(sources)
-        .add_service(claims)
-        .add_service(logsvc)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop_rx.await;
         });

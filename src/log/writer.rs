@@ -559,6 +559,16 @@ impl Writer {
                 body: req.body,
             };
             let bytes = env.encode_to_vec();
+            if bytes.len() > super::MAX_ENTRY {
+                // `Log::append` bounds the envelope from above, so this is only a backstop.
+                let _ = req.reply.send(Err(LogError::TooLarge(format!(
+                    "the entry would be {} bytes, more than the {} an entry may hold",
+                    bytes.len(),
+                    super::MAX_ENTRY
+                ))
+                .into()));
+                continue;
+            }
             let leaf = leaf_hash(&bytes);
             let meta = EntryMeta {
                 index: size,

@@ -816,3 +816,61 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// What an HTTP GET got back.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// The body as text (it must be UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("a UTF-8 body")
+    }
+
+    /// A header's value as text, or "" when it is missing.
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// GETs `path` from the server at `addr` over plain HTTP/1.1, with extra request `headers`.
+pub async fn http_get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> HttpAnswer {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut req = http::Request::get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(http_body_util::Empty::new()).expect("a request");
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(req))
+        .await
+        .unwrap_or_else(|_| panic!("GET {path} timed out"))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: reading the body: {e}"))
+        .to_bytes()
+        .to_vec();
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// GETs `path` from the server at `addr` over plain HTTP/1.1.
+pub async fn http_get(addr: SocketAddr, path: &str) -> HttpAnswer {
+    http_get_with(addr, path, &[]).await
+}

@@ -83,6 +83,23 @@ where
                 req.extensions_mut().insert(p);
                 Either::Left(self.inner.call(req))
             }
+            Err(status) if !crate::http::is_grpc(req.headers()) => {
+                // The HTTP surface (every path of it a read) answers in HTTP's own terms.
+                let code = match status.code() {
+                    tonic::Code::Unauthenticated => http::StatusCode::UNAUTHORIZED,
+                    _ => http::StatusCode::FORBIDDEN,
+                };
+                let body = format!("{}\n", status.message());
+                let mut resp = http::Response::new(tonic::body::Body::new(
+                    http_body_util::Full::new(bytes::Bytes::from(body)),
+                ));
+                *resp.status_mut() = code;
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                Either::Right(futures::future::ready(Ok(resp)))
+            }
             Err(status) => Either::Right(futures::future::ready(Ok(status.into_http()))),
         }
     }
