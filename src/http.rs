@@ -7,9 +7,11 @@
 //!
 //! - [`tiles`]: the C2SP tlog-tiles read endpoints (`/checkpoint`, `/tile/…`), for standard
 //!   tile clients and monitors.
+//! - [`metrics`]: `/metrics` for Prometheus, and the tower layer that counts every call.
 //! - `/healthz` (the process answers) and `/readyz` (it can take writes: the writer commits,
 //!   no witness proved a fork, no shutdown under way), for load balancers and orchestrators.
 
+pub mod metrics;
 pub mod tiles;
 
 use axum::extract::{Request, State};
@@ -19,9 +21,17 @@ use axum::routing::get;
 
 use crate::api::Ctx;
 
-/// The gRPC services' `routes` with the HTTP routes for `ctx`'s log beside them. Unknown paths
-/// get a 404, or for a gRPC request gRPC's UNIMPLEMENTED, as tonic answers an unknown method.
-pub fn router(ctx: Ctx, grpc: tonic::service::Routes) -> tonic::service::Routes {
+/// The gRPC services' `routes` with the HTTP routes for `ctx`'s log beside them, `/metrics`
+/// showing `metrics`. Unknown paths get a 404, or for a gRPC request gRPC's UNIMPLEMENTED, as
+/// tonic answers an unknown method.
+pub fn router(
+    ctx: Ctx,
+    grpc: tonic::service::Routes,
+    metrics: std::sync::Arc<metrics::Metrics>,
+) -> tonic::service::Routes {
+    let scrape: axum::Router = axum::Router::new()
+        .route("/metrics", get(metrics::handler))
+        .with_state((ctx.clone(), metrics));
     let http = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -30,6 +40,7 @@ pub fn router(ctx: Ctx, grpc: tonic::service::Routes) -> tonic::service::Routes 
     // tonic's routes carry a fallback (UNIMPLEMENTED); ours replaces it after the merge.
     grpc.into_axum_router()
         .merge(http)
+        .merge(scrape)
         .fallback(not_found)
         .into()
 }

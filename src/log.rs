@@ -42,6 +42,7 @@ pub use writer::{Receipt, FAILPOINT_ENV};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tlog_tiles::Hash;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -100,6 +101,26 @@ impl Default for Options {
     }
 }
 
+/// What the writer measures, read by `/metrics` (cheap lock-free histograms).
+#[derive(Clone, Debug)]
+pub struct WriterMetrics {
+    /// Entries per group the writer commits.
+    pub group_size: Histogram,
+    /// Seconds sled's flush (its fdatasync) of a group took.
+    pub sync_seconds: Histogram,
+}
+
+impl Default for WriterMetrics {
+    fn default() -> Self {
+        WriterMetrics {
+            group_size: Histogram::new([
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ]),
+            sync_seconds: Histogram::new(exponential_buckets(0.000_125, 2.0, 14)),
+        }
+    }
+}
+
 /// What the writer's queue carries.
 pub(crate) enum Msg {
     Append(AppendRequest),
@@ -132,6 +153,7 @@ pub struct Log {
     published: Arc<std::sync::RwLock<SignedCheckpoint>>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     dir: Arc<PathBuf>,
+    metrics: WriterMetrics,
 }
 
 impl Log {
@@ -197,6 +219,7 @@ impl Log {
         let published = Arc::new(std::sync::RwLock::new(signed));
 
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
+        let metrics = WriterMetrics::default();
         let (size_tx, size_rx) = watch::channel(size);
         let (failed_tx, failed_rx) = watch::channel(None);
         let (halt_tx, halt_rx) = watch::channel(None);
@@ -211,6 +234,7 @@ impl Log {
                 halt_rx,
                 wake: tx.downgrade(),
                 published: published.clone(),
+                metrics: metrics.clone(),
             },
             writer::Settings {
                 max_group: opts.max_group.max(1),
@@ -228,7 +252,18 @@ impl Log {
             published,
             writer: Arc::new(std::sync::Mutex::new(Some(handle))),
             dir: Arc::new(dir),
+            metrics,
         })
+    }
+
+    /// What the writer measures (group sizes, sync times).
+    pub fn writer_metrics(&self) -> &WriterMetrics {
+        &self.metrics
+    }
+
+    /// How many appends wait in the writer's queue.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Appends one entry body on behalf of `actor` and waits until it is durable. When the

@@ -135,7 +135,8 @@ pub async fn serve(
         .add_service(sources)
         .add_service(claims)
         .add_service(logsvc);
-    let routes = crate::http::router(ctx.clone(), grpc.routes());
+    let metrics = crate::http::metrics::Metrics::new(ctx.log.writer_metrics());
+    let routes = crate::http::router(ctx.clone(), grpc.routes(), metrics.clone());
 
     // A writer that cannot commit (a failed or not yet durable commit) makes the server
     // unhealthy, so load balancers and operators see it, and healthy again if it recovers;
@@ -199,6 +200,7 @@ pub async fn serve(
         .http2_max_header_list_size(16 * 1024)
         .tcp_keepalive(Some(Duration::from_secs(60)))
         .accept_http1(true)
+        .layer(crate::http::metrics::MetricsLayer::new(metrics))
         .layer(RequestErrorsLayer)
         .layer(AuthLayer::new(config.auth))
         .add_routes(routes)

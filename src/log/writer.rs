@@ -72,6 +72,8 @@ pub(crate) struct Signals {
     pub wake: mpsc::WeakSender<Msg>,
     /// The checkpoint of the published size, replaced just before each publication.
     pub published: Arc<std::sync::RwLock<SignedCheckpoint>>,
+    /// Where the writer records group sizes and sync times.
+    pub metrics: super::WriterMetrics,
 }
 
 /// How the writer works.
@@ -128,6 +130,7 @@ pub(crate) fn spawn(
         failed_tx: signals.failed_tx,
         halt_rx: signals.halt_rx,
         published: signals.published,
+        metrics: signals.metrics,
         file: if settings.external_checkpoint {
             Some(FileWriter::spawn(store_dir, signals.wake)?)
         } else {
@@ -167,6 +170,7 @@ struct Writer {
     /// See [`Signals::published`].
     published: Arc<std::sync::RwLock<SignedCheckpoint>>,
     crash_at: Option<u64>,
+    metrics: super::WriterMetrics,
 }
 
 /// The thread that replaces the checkpoint file, so that writing it for one group overlaps the
@@ -624,6 +628,7 @@ impl Writer {
         if let Some(p) = prev.take_if(|p| p.written_ok()) {
             self.finish(p, None, size_tx);
         }
+        self.metrics.group_size.observe(staged.len() as f64);
         let result = self.commit(batch, overlay, &reader, size);
         match result {
             Err(CommitFailure::Pending(e, checkpoint)) => {
@@ -764,7 +769,12 @@ impl Writer {
             .tree()
             .apply_batch(batch)
             .map_err(|e| CommitFailure::Final(e.into()))?;
-        match self.store.sync_classified() {
+        let started = std::time::Instant::now();
+        let synced = self.store.sync_classified();
+        self.metrics
+            .sync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match synced {
             Ok(()) => Ok(checkpoint),
             Err(SyncFailure::Retry(e)) => Err(CommitFailure::Pending(e, Box::new(checkpoint))),
             Err(SyncFailure::Final(e)) => Err(CommitFailure::Final(e)),
