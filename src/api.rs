@@ -40,6 +40,11 @@ pub struct Ctx {
     pub streams: std::sync::Arc<tokio::sync::Semaphore>,
     /// The latest checkpoint the log's witnesses cosigned, when it has witnesses.
     pub cosigned: Option<CosignedView>,
+    /// A test hook, off unless a test turns it on: while it is on, the claim page
+    /// (`crate::http::pages`, and its JSON twin) serves each entry's inclusion proof with one
+    /// bit flipped, so a test can see the page's own proof check in the browser fail. Nothing
+    /// else reads it: the gRPC API and the other pages always serve the true proofs.
+    pub alter_page_proofs: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The most entry streams open at once; each holds at most about 1.25 MiB (see `api::log`).
@@ -63,6 +68,7 @@ impl Ctx {
             audit: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
             cosigned: None,
+            alter_page_proofs: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 

@@ -11,6 +11,7 @@
 //! - `/healthz` (the process answers) and `/readyz` (it can take writes: the writer commits,
 //!   no witness proved a fork, no shutdown under way), for load balancers and orchestrators.
 
+pub mod pages;
 pub mod metrics;
 pub mod tiles;
 
@@ -36,6 +37,7 @@ pub fn router(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(tiles::routes())
+        .merge(pages::routes())
         .with_state(ctx);
     // tonic's routes carry a fallback (UNIMPLEMENTED); ours replaces it after the merge.
     grpc.into_axum_router()

@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 use super::{auth, error, request_key, Ctx};
 use crate::claims::{policy, validate};
 use crate::index::{IndexError, MIN_SIZE_WAIT};
+use crate::ledger::read::StatusAnswer;
 use crate::ledger::{derive_id, scoped_request_id};
 use crate::pb::{self, change::Kind, claim_service_server::ClaimService};
 
@@ -206,94 +207,116 @@ impl ClaimService for Claims {
             .reader
             .status(&r.claim_id, r.as_of_size)
             .map_err(error::ledger)?;
-        let o = ans.outcome;
-        let mut resp = pb::GetClaimStatusResponse {
-            claim_id: r.claim_id.clone(),
-            status: o.status as i32,
-            computed_status: o.computed_status as i32,
-            confirmed: o.confirmed,
-            flags: o.flags,
-            needs_review: o.needs_review,
-            trace: o.trace,
-            policy: policy::POLICY_ID.to_string(),
-            as_of_size: ans.as_of_size,
-            supporting_groups: o.supporting_groups,
-            contradicting_groups: o.contradicting_groups,
-            ..Default::default()
-        };
-        if r.with_proof {
-            // The checkpoint and every proof come from the one size the answer is about.
-            let size = ans.as_of_size;
-            let cp = self.0.log.checkpoint_at(size).map_err(error::log)?;
-            resp.checkpoint = cp.note;
-            for &index in &ans.record.entry_indexes {
-                let hashes = self
-                    .0
-                    .log
-                    .inclusion_proof(index, size)
-                    .map_err(error::log)?;
-                let leaf = self.0.log.leaf_hash_at(index).map_err(error::log)?;
-                resp.proofs.push(pb::EntryProof {
-                    index,
-                    leaf_hash: leaf.0.to_vec(),
-                    hashes: hashes.iter().map(|h| h.0.to_vec()).collect(),
-                });
-            }
-        }
-        Ok(Response::new(resp))
+        Ok(Response::new(status_response(
+            &self.0,
+            &r.claim_id,
+            &ans,
+            r.with_proof,
+        )?))
     }
 
     async fn list_claims(
         &self,
         req: Request<pb::ListClaimsRequest>,
     ) -> Result<Response<pb::ListClaimsResponse>, Status> {
-        let r = req.into_inner();
-        for (field, v, ok) in [
-            ("kind", r.kind, pb::ClaimKind::try_from(r.kind).is_ok()),
-            ("status", r.status, pb::Status::try_from(r.status).is_ok()),
-        ] {
-            if !ok {
-                return Err(Status::invalid_argument(format!(
-                    "{field}: {v} is not a known value"
-                )));
-            }
+        Ok(Response::new(list_claims(&self.0, req.into_inner()).await?))
+    }
+}
+
+/// The GetClaimStatus answer for `ans` (the status of `claim_id` at one log size), with the
+/// checkpoint of that size and the inclusion proofs of the claim's entries when `with_proof`.
+/// Shared by the gRPC handler and the claim page (`crate::http::pages`).
+pub(crate) fn status_response(
+    ctx: &Ctx,
+    claim_id: &str,
+    ans: &StatusAnswer,
+    with_proof: bool,
+) -> Result<pb::GetClaimStatusResponse, Status> {
+    let o = &ans.outcome;
+    let mut resp = pb::GetClaimStatusResponse {
+        claim_id: claim_id.to_string(),
+        status: o.status as i32,
+        computed_status: o.computed_status as i32,
+        confirmed: o.confirmed,
+        flags: o.flags.clone(),
+        needs_review: o.needs_review,
+        trace: o.trace.clone(),
+        policy: policy::POLICY_ID.to_string(),
+        as_of_size: ans.as_of_size,
+        supporting_groups: o.supporting_groups,
+        contradicting_groups: o.contradicting_groups,
+        ..Default::default()
+    };
+    if with_proof {
+        // The checkpoint and every proof come from the one size the answer is about.
+        let size = ans.as_of_size;
+        let cp = ctx.log.checkpoint_at(size).map_err(error::log)?;
+        resp.checkpoint = cp.note;
+        for &index in &ans.record.entry_indexes {
+            let hashes = ctx.log.inclusion_proof(index, size).map_err(error::log)?;
+            let leaf = ctx.log.leaf_hash_at(index).map_err(error::log)?;
+            resp.proofs.push(pb::EntryProof {
+                index,
+                leaf_hash: leaf.0.to_vec(),
+                hashes: hashes.iter().map(|h| h.0.to_vec()).collect(),
+            });
         }
-        if !r.claimant_id.is_empty() && !validate::is_slug(&r.claimant_id) {
+    }
+    Ok(resp)
+}
+
+/// ListClaims: checks the request's filters, waits (bounded) for the index to reach
+/// `min_size` when asked, and searches the query index. Shared by the gRPC handler and the
+/// search page (`crate::http::pages`).
+pub(crate) async fn list_claims(
+    ctx: &Ctx,
+    r: pb::ListClaimsRequest,
+) -> Result<pb::ListClaimsResponse, Status> {
+    for (field, v, ok) in [
+        ("kind", r.kind, pb::ClaimKind::try_from(r.kind).is_ok()),
+        ("status", r.status, pb::Status::try_from(r.status).is_ok()),
+    ] {
+        if !ok {
             return Err(Status::invalid_argument(format!(
-                "claimant_id: {} is not a source id",
-                validate::quote(&r.claimant_id)
+                "{field}: {v} is not a known value"
             )));
         }
-        validate::timestamp("event_time_from", &r.event_time_from).map_err(error::field)?;
-        validate::timestamp("event_time_to", &r.event_time_to).map_err(error::field)?;
-        validate::query_text("query", &r.query).map_err(error::field)?;
-        validate::query_text("place", &r.place).map_err(error::field)?;
-        if r.page_token.len() > 256 {
-            return Err(Status::invalid_argument("page_token: not a page token"));
-        }
-        if r.min_size > 0 {
-            let size = self.0.log.size();
-            if r.min_size > size {
-                return Err(error::index(IndexError::BeyondLog {
-                    wanted: r.min_size,
-                    size,
-                }));
-            }
-            let started = std::time::Instant::now();
-            let indexed = self.0.index.wait_for(r.min_size, MIN_SIZE_WAIT).await;
-            if indexed < r.min_size {
-                return Err(error::index(IndexError::Behind {
-                    indexed,
-                    wanted: r.min_size,
-                    waited_ms: started.elapsed().as_millis(),
-                    failing: self.0.index.failing(),
-                }));
-            }
-        }
-        let index = self.0.index.clone();
-        let answer = tokio::task::spawn_blocking(move || index.list(&r))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(answer.map_err(error::index)?))
     }
+    if !r.claimant_id.is_empty() && !validate::is_slug(&r.claimant_id) {
+        return Err(Status::invalid_argument(format!(
+            "claimant_id: {} is not a source id",
+            validate::quote(&r.claimant_id)
+        )));
+    }
+    validate::timestamp("event_time_from", &r.event_time_from).map_err(error::field)?;
+    validate::timestamp("event_time_to", &r.event_time_to).map_err(error::field)?;
+    validate::query_text("query", &r.query).map_err(error::field)?;
+    validate::query_text("place", &r.place).map_err(error::field)?;
+    if r.page_token.len() > 256 {
+        return Err(Status::invalid_argument("page_token: not a page token"));
+    }
+    if r.min_size > 0 {
+        let size = ctx.log.size();
+        if r.min_size > size {
+            return Err(error::index(IndexError::BeyondLog {
+                wanted: r.min_size,
+                size,
+            }));
+        }
+        let started = std::time::Instant::now();
+        let indexed = ctx.index.wait_for(r.min_size, MIN_SIZE_WAIT).await;
+        if indexed < r.min_size {
+            return Err(error::index(IndexError::Behind {
+                indexed,
+                wanted: r.min_size,
+                waited_ms: started.elapsed().as_millis(),
+                failing: ctx.index.failing(),
+            }));
+        }
+    }
+    let index = ctx.index.clone();
+    let answer = tokio::task::spawn_blocking(move || index.list(&r))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    answer.map_err(error::index)
 }

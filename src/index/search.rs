@@ -133,6 +133,29 @@ impl QueryIndex {
         })
     }
 
+    /// How many claims of the index's latest commit have each effective status (every status
+    /// but UNSPECIFIED, in enum order), and the log size that commit covers: one count query
+    /// per status, for the explorer's dashboard.
+    pub fn count_by_status(&self) -> Result<(Vec<(pb::Status, u64)>, u64), IndexError> {
+        let snapshot = self.snapshot();
+        let f = &self.inner.fields;
+        let mut counts = Vec::new();
+        for status in (1..)
+            .map_while(|n| pb::Status::try_from(n).ok())
+            .filter(|s| *s != pb::Status::Unspecified)
+        {
+            let query = TermQuery::new(
+                Term::from_field_u64(f.status, status as u64),
+                IndexRecordOption::Basic,
+            );
+            let n = snapshot
+                .searcher
+                .search(&query, &tantivy::collector::Count)?;
+            counts.push((status, n as u64));
+        }
+        Ok((counts, snapshot.size))
+    }
+
     /// The free text of a query made safe to parse: every `:` escaped, so text like
     /// "Update: drones" is words and never names another field of the index, and refused
     /// (INVALID_ARGUMENT) if it uses what the search does not offer: ranges, sets, or an
