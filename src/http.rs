@@ -7,12 +7,14 @@
 //!
 //! - [`tiles`]: the C2SP tlog-tiles read endpoints (`/checkpoint`, `/tile/…`), for standard
 //!   tile clients and monitors.
+//! - [`pages`]: the explorer for people (dashboard, claim search, claim, source and entry
+//!   pages), each with a JSON twin.
 //! - [`metrics`]: `/metrics` for Prometheus, and the tower layer that counts every call.
 //! - `/healthz` (the process answers) and `/readyz` (it can take writes: the writer commits,
 //!   no witness proved a fork, no shutdown under way), for load balancers and orchestrators.
 
-pub mod pages;
 pub mod metrics;
+pub mod pages;
 pub mod tiles;
 
 use axum::extract::{Request, State};
