@@ -9,10 +9,12 @@
 //!   tile clients and monitors.
 //! - [`pages`]: the explorer for people (dashboard, claim search, claim, source and entry
 //!   pages), each with a JSON twin.
+//! - [`export`]: schema.org ClaimReview JSON-LD and an ACLED-layout CSV of event-like claims.
 //! - [`metrics`]: `/metrics` for Prometheus, and the tower layer that counts every call.
 //! - `/healthz` (the process answers) and `/readyz` (it can take writes: the writer commits,
 //!   no witness proved a fork, no shutdown under way), for load balancers and orchestrators.
 
+pub mod export;
 pub mod metrics;
 pub mod pages;
 pub mod tiles;
@@ -40,6 +42,7 @@ pub fn router(
         .route("/readyz", get(readyz))
         .merge(tiles::routes())
         .merge(pages::routes())
+        .merge(export::routes())
         .with_state(ctx);
     // tonic's routes carry a fallback (UNIMPLEMENTED); ours replaces it after the merge.
     grpc.into_axum_router()

@@ -32,11 +32,13 @@ const RIGHT: f64 = 30.0;
 pub(super) async fn page(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
     let (id, format) = id_and_format(&id, &headers);
-    respond(format, view(&ctx, &id, q.as_deref()))
+    let base = crate::http::export::base_url(&headers, &uri);
+    respond(format, view(&ctx, &id, q.as_deref(), &base))
 }
 
 /// Names and grades of the sources a page mentions, as of the size it is about.
@@ -95,7 +97,7 @@ struct Event {
 
 const LANES: [&str; 3] = ["claim", "evidence", "verdicts"];
 
-fn view(ctx: &Ctx, id: &str, query: Option<&str>) -> Result<View, PageError> {
+fn view(ctx: &Ctx, id: &str, query: Option<&str>, base: &str) -> Result<View, PageError> {
     if validate::id("id", id).is_err() {
         return Err(PageError::not_found(format!(
             "{} is not a claim id",
@@ -346,6 +348,13 @@ fn view(ctx: &Ctx, id: &str, query: Option<&str>) -> Result<View, PageError> {
                 "entries": entries,
             },
             "cosigned": cosigned,
+            // The schema.org ClaimReview of the claim as it stands now (none for an earlier
+            // size, or before any review).
+            "claimreview": if size == latest {
+                crate::http::export::claim_review(ctx, base, rec, status.status)
+            } else {
+                None
+            },
         }),
     })
 }
