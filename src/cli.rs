@@ -12,6 +12,7 @@
 
 mod bench;
 mod claim;
+mod config;
 mod connect;
 mod cosigned;
 mod import;
@@ -40,6 +41,16 @@ pub use connect::ClientOpts;
 pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line)
+    /// for log collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "CLAIMLEDGER_LOG_FORMAT",
+        default_value = "text",
+        value_parser = ["text", "json"]
+    )]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -90,14 +101,25 @@ enum Cmd {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let args = match config::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {}", output::clean(&format!("{e:#}")));
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

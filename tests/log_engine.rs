@@ -959,15 +959,25 @@ async fn many_concurrent_appends_get_contiguous_indexes_and_valid_receipts() {
 // Large entries
 // ---------------------------------------------------------------------------------------------
 
-/// sled writes messages over ~128 KiB (a big value, or a node holding several large values) to
-/// files under `sled/blobs/`, outside the data file the log fdatasyncs; `Store::sync` fsyncs
-/// them too. This keeps that path exercised: large entries land in blobs, survive a reopen
-/// with their hashes, and verify.
+/// sled writes messages over ~128 KiB (a node holding several large values) to files under
+/// `sled/blobs/`, outside the data file the log fdatasyncs; `Store::sync` fsyncs them too.
+/// This keeps that path exercised: entries near the largest allowed (65,535 bytes, what a
+/// tlog-tiles entry bundle holds) land in blobs, survive a reopen with their hashes, and
+/// verify; a larger one is refused and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_entries_go_through_sled_blobs_and_survive_reopen() {
     let dir = temp();
     let log = open(dir.path());
-    let bodies: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 150 * 1024]).collect();
+    let too_big = log.append("test", vec![7u8; 70 * 1024]).await;
+    assert!(
+        matches!(
+            too_big,
+            Err(claimledger::log::AppendError::Log(LogError::TooLarge(_)))
+        ),
+        "an entry over 65,535 bytes is refused"
+    );
+    assert_eq!(log.size(), 0);
+    let bodies: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 64 * 1000]).collect();
     let receipts = append_all(&log, bodies).await;
     close(log).await;
     let blobs = std::fs::read_dir(dir.path().join("sled").join("blobs"))
@@ -975,7 +985,7 @@ async fn large_entries_go_through_sled_blobs_and_survive_reopen() {
         .unwrap_or(0);
     assert!(
         blobs > 0,
-        "expected sled to use blob files for 150 KiB values"
+        "expected sled to use blob files for nodes of 64 kB values"
     );
 
     let log = open(dir.path());

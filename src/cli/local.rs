@@ -22,6 +22,11 @@ use crate::witness::submit::{self, Submitter, WitnessConfig, Witnessing};
 
 #[derive(Args)]
 pub struct ServeArgs {
+    /// A TOML file setting any of these flags by their long names (`addr = "0.0.0.0:50051"`,
+    /// `quick-open = true`, `witness = ["URL=KEY", …]`, `log-format = "json"`). A flag on the
+    /// command line or its environment variable overrides the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Data directory (created if missing).
     #[arg(
         long,
@@ -50,29 +55,38 @@ pub struct ServeArgs {
     #[arg(long, env = "CLAIMLEDGER_CLIENT_CA", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
     /// Serve plaintext on a non-loopback address on purpose (behind a TLS-terminating proxy).
-    #[arg(long)]
+    #[arg(long, env = "CLAIMLEDGER_ALLOW_PLAINTEXT")]
     allow_plaintext: bool,
     /// Most open connections at once (lowered to fit the open-file limit).
     #[arg(long, env = "CLAIMLEDGER_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
     /// Most concurrent calls (HTTP/2 streams) per connection.
-    #[arg(long, default_value_t = 64)]
+    #[arg(
+        long,
+        env = "CLAIMLEDGER_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 64
+    )]
     max_streams_per_connection: u32,
     /// Seconds in-flight calls get to finish after SIGTERM before they are cut off.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "CLAIMLEDGER_DRAIN_SECONDS", default_value_t = 10)]
     drain_seconds: u64,
     /// Skip re-hashing every entry at start-up and check only the stored root against the
     /// signed checkpoint (O(log n)); a changed entry is then found by `verify`, not at start.
-    #[arg(long)]
+    #[arg(long, env = "CLAIMLEDGER_QUICK_OPEN")]
     quick_open: bool,
     /// A witness to submit checkpoints to: its submission URL (`POST URL/add-checkpoint`) and
     /// its cosignature verifier key (`name+hash+base64`, as `claimledger witness` prints it).
-    /// Repeatable.
-    #[arg(long = "witness", value_name = "URL=VERIFIER_KEY")]
+    /// Repeatable (comma-separated in the environment variable).
+    #[arg(
+        long = "witness",
+        value_name = "URL=VERIFIER_KEY",
+        env = "CLAIMLEDGER_WITNESSES",
+        value_delimiter = ','
+    )]
     witnesses: Vec<WitnessConfig>,
     /// How many witnesses must cosign a checkpoint before it is served as cosigned (default:
     /// all of them).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "CLAIMLEDGER_WITNESS_QUORUM")]
     witness_quorum: Option<usize>,
 }
 
@@ -163,6 +177,10 @@ fn check_exposure(a: &ServeArgs, addr: SocketAddr) -> anyhow::Result<()> {
 
 pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let shutdown = api::server::shutdown_signal();
+    if let Some(file) = &a.config {
+        // Its settings are already flags (`cli::config`); say where they came from.
+        tracing::info!(config = %file.display(), "settings read from the config file");
+    }
     let auth = match &a.tokens_file {
         None => Auth::default(),
         Some(p) => Auth::Tokens(Arc::new(Tokens::load(p).map_err(anyhow::Error::msg)?)),
