@@ -432,3 +432,88 @@ async fn grpc_and_http_share_the_port() {
     }
     server.stop().await;
 }
+
+/// The HTTP reads use the gRPC port's TLS: over TLS (HTTP/2 by ALPN) `/checkpoint` answers;
+/// plaintext HTTP to the same port gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_reads_share_the_grpc_tls() {
+    use http_body_util::BodyExt;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+    use tower::ServiceExt;
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+        .expect("a self-signed CA");
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("server params")
+        .signed_by(&key, &ca)
+        .expect("a server certificate");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = claimledger::log::Log::open(
+        dir.path(),
+        claimledger::log::Options::default(),
+        std::sync::Arc::new(claimledger::ledger::LedgerApply),
+    )
+    .expect("open the log");
+    let ctx = claimledger::api::Ctx::open(log).expect("open the query index");
+    let (listener, addr) = claimledger::api::server::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let config = claimledger::api::server::Config {
+        tls: Some(
+            ServerTlsConfig::new().identity(Identity::from_pem(cert.pem(), key.serialize_pem())),
+        ),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(claimledger::api::server::serve(
+        ctx,
+        listener,
+        config,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+
+    let channel = tonic::transport::Channel::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.pem())))
+        .expect("client TLS")
+        .connect()
+        .await
+        .expect("a TLS connection");
+    let req = http::Request::get(format!("https://{addr}/checkpoint"))
+        .body(tonic::body::Body::empty())
+        .expect("a request");
+    let resp = channel
+        .oneshot(req)
+        .await
+        .expect("GET /checkpoint over TLS");
+    assert_eq!(resp.status(), 200);
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("the body")
+        .to_bytes();
+    let note = String::from_utf8(body.to_vec()).expect("text");
+    assert!(note.starts_with("claimledger.example/log\n0\n"), "{note}");
+
+    // Plaintext HTTP/1.1 to the TLS port: no answer.
+    let plain = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let got = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        plain.get(format!("http://{addr}/checkpoint").parse().expect("uri")),
+    )
+    .await
+    .expect("refused within 15 s");
+    assert!(got.is_err(), "plaintext HTTP to a TLS port is not served");
+
+    let _ = tx.send(());
+    server.await.expect("join").expect("clean shutdown");
+}

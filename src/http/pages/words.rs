@@ -146,10 +146,17 @@ pub(super) fn trace_sentence(
             facts.push(format!("credibility {}", e.credibility));
         }
     }
-    let why = if item.reasons.is_empty() {
+    // A reason that only repeats the stance ("no comment") is said once, with the stance.
+    let reasons: Vec<&str> = item
+        .reasons
+        .iter()
+        .map(String::as_str)
+        .filter(|r| *r != stance_words)
+        .collect();
+    let why = if reasons.is_empty() {
         String::new()
     } else {
-        format!(" ({})", item.reasons.join("; "))
+        format!(" ({})", reasons.join("; "))
     };
     if item.counted {
         format!(
