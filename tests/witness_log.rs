@@ -25,7 +25,7 @@ use claimledger::pb::claim_service_client::ClaimServiceClient;
 use claimledger::pb::log_service_client::LogServiceClient;
 use claimledger::pb::source_service_client::SourceServiceClient;
 use claimledger::witness::Witness;
-use common::{verify_note, write_private, Clients, ServeProcess};
+use common::{http_get, verify_note, write_private, Clients, ServeProcess};
 use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
@@ -338,6 +338,28 @@ async fn one_witness_cosigns_the_latest_checkpoint() {
     assert_cosigned_by(&r, &log_vkey, &[&w.vkey], &[]);
     // The cosigned note is the log's note with the cosignature added.
     assert!(r.cosigned_note.starts_with(&r.note), "{}", r.cosigned_note);
+    // The explorer's dashboard and /metrics show it too.
+    let addr: std::net::SocketAddr = srv.addr().parse().expect("an address");
+    let dash: serde_json::Value =
+        serde_json::from_slice(&http_get(addr, "/index.json").await.body).expect("JSON");
+    assert_eq!(dash["cosigned"]["size"], 40, "{dash}");
+    assert_eq!(dash["cosigned"]["quorum"], 1);
+    assert_eq!(dash["cosigned"]["note"], r.cosigned_note.as_str());
+    assert_eq!(dash["cosigned"]["cosigners"][0]["name"], "w1.example");
+    let page = http_get(addr, "/").await.text();
+    assert!(
+        page.contains("w1.example"),
+        "the dashboard names the cosigner"
+    );
+    let metrics = http_get(addr, "/metrics").await.text();
+    assert!(
+        metrics.contains("\nclaimledger_witness_cosigned_size 40\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nclaimledger_witness_quorum 1\n"),
+        "{metrics}"
+    );
     // The witness holds what the log serves as cosigned.
     let (size, _) = w
         .witness
