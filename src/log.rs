@@ -23,7 +23,9 @@ pub mod checkpoint;
 pub mod checkpoint_file;
 pub mod entry;
 mod error;
+mod follow;
 pub(crate) mod guard;
+pub mod kv;
 pub mod offline;
 pub(crate) mod store;
 pub mod verify;
@@ -33,6 +35,7 @@ pub use apply::{Apply, Ctx, IndexView, NoApply, Rejection};
 pub use checkpoint::{Checkpointer, SignedCheckpoint};
 pub use entry::{EntryMeta, Envelope};
 pub use error::{AppendError, LogError};
+pub use kv::Val;
 pub use offline::{Offline, Recovered, Recovery};
 pub(crate) use store::Store;
 pub use store::{leaf_hash, CACHE_BYTES};
@@ -53,7 +56,7 @@ pub(crate) fn guarded<T>(
     f: impl FnOnce() -> Result<T, LogError>,
 ) -> Result<T, LogError> {
     guard::catch(f).map_err(|panic| LogError::Unreadable {
-        file: store.data_file().display().to_string(),
+        file: store.describe(),
         index: None,
         reason: format!("sled failed reading it: {panic}"),
     })?
@@ -76,6 +79,10 @@ pub struct Options {
     /// and checked on open. On by default; turning it off gives up catching a sled that lost
     /// acknowledged history, and exists only to measure what the file costs.
     pub external_checkpoint: bool,
+    /// Where the log is kept: `None` for sled in the data directory (the default), or a
+    /// `postgres://` URL ([`kv::postgres`]); the data directory then holds only the signing key
+    /// and the query index. The checkpoint file outside sled is a sled matter and not kept.
+    pub postgres: Option<String>,
 }
 
 /// The largest entry, in bytes: what a C2SP tlog-tiles entry bundle can hold (a 16-bit length
@@ -97,6 +104,7 @@ impl Default for Options {
             max_group: 1024,
             rehash_on_open: true,
             external_checkpoint: true,
+            postgres: None,
         }
     }
 }
@@ -172,7 +180,15 @@ impl Log {
     ) -> Result<Log, LogError> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
-        let store = Store::open(&dir)?;
+        let mut opts = opts;
+        let store = match &opts.postgres {
+            None => Store::open(&dir)?,
+            Some(url) => {
+                opts.external_checkpoint = false;
+                let kv = kv::postgres::PgKv::open(url)?;
+                Store::over(&dir, kv::Kv::Postgres(Arc::new(kv)))
+            }
+        };
         // Everything below reads sled, which panics on some damaged data.
         guarded(&store, || {
             Self::open_store(&dir, store.clone(), opts, apply)
@@ -221,6 +237,15 @@ impl Log {
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let metrics = WriterMetrics::default();
         let (size_tx, size_rx) = watch::channel(size);
+        let size_tx = Arc::new(size_tx);
+        if store.kv().postgres().is_some() {
+            follow::spawn(
+                store.clone(),
+                checkpointer.clone(),
+                published.clone(),
+                Arc::downgrade(&size_tx),
+            )?;
+        }
         let (failed_tx, failed_rx) = watch::channel(None);
         let (halt_tx, halt_rx) = watch::channel(None);
         let handle = writer::spawn(
@@ -453,7 +478,7 @@ impl Log {
 
     /// The stored bytes of entry `index` (exactly what was hashed), if it is in the published
     /// tree. Entries of a group still syncing are not shown.
-    pub fn entry(&self, index: u64) -> Result<Option<sled::IVec>, LogError> {
+    pub fn entry(&self, index: u64) -> Result<Option<Val>, LogError> {
         if index >= self.size() {
             return Ok(None);
         }
@@ -466,7 +491,7 @@ impl Log {
         &self,
         start: u64,
         end: u64,
-    ) -> impl Iterator<Item = Result<(u64, sled::IVec), LogError>> + '_ {
+    ) -> impl Iterator<Item = Result<(u64, Val), LogError>> + Send + '_ {
         self.store.entries(start, end.min(self.size()))
     }
 
@@ -514,4 +539,27 @@ impl Log {
             }
         }
     }
+}
+
+/// Makes `checkpoint` the published one and its size the one readers see, unless a larger one
+/// is published already (a follower and the writer may both publish; sizes only grow).
+pub(crate) fn publish(
+    published: &std::sync::RwLock<SignedCheckpoint>,
+    size_tx: &watch::Sender<u64>,
+    checkpoint: &SignedCheckpoint,
+) {
+    let Ok(mut p) = published.write() else {
+        return;
+    };
+    if checkpoint.size < p.size {
+        return;
+    }
+    *p = checkpoint.clone();
+    size_tx.send_if_modified(|s| {
+        let grew = checkpoint.size > *s;
+        if grew {
+            *s = checkpoint.size;
+        }
+        grew
+    });
 }

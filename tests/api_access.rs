@@ -272,6 +272,7 @@ async fn attempt(
     }
 }
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_write_needs_its_role() {
     let dir = tempfile::tempdir().unwrap();
@@ -347,7 +348,9 @@ async fn every_write_needs_its_role() {
     assert!(wrong.is_empty(), "role matrix:\n{}", wrong.join("\n"));
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_rules_follow_the_claimants_cluster() {
     let dir = tempfile::tempdir().unwrap();
@@ -405,7 +408,9 @@ async fn cluster_rules_follow_the_claimants_cluster() {
     assert_eq!(c.size().await, size + 1);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_or_malformed_token_is_unauthenticated() {
     let dir = tempfile::tempdir().unwrap();
@@ -440,7 +445,9 @@ async fn an_unknown_or_malformed_token_is_unauthenticated() {
     expect_err(r, Code::Unauthenticated, "unknown token");
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_open_to_anonymous() {
     let dir = tempfile::tempdir().unwrap();
@@ -490,6 +497,7 @@ async fn reads_are_open_to_anonymous() {
     assert_eq!(sources.sources.len(), 3);
     srv.stop().await;
 }
+}
 
 /// Every entry of the log, decoded.
 async fn entries(c: &mut Clients) -> Vec<pb::Entry> {
@@ -510,6 +518,7 @@ async fn entries(c: &mut Clients) -> Vec<pb::Entry> {
 // 2. Attacks
 // ---------------------------------------------------------------------------------------------
 
+both_stores! {
 /// (a) B sends A's request id first, with other content: A is unaffected, B learns nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_id_belongs_to_its_principal() {
@@ -591,7 +600,9 @@ async fn a_request_id_belongs_to_its_principal() {
     assert_eq!(c.size().await, size, "a retry writes nothing");
     srv.stop().await;
 }
+}
 
+both_stores! {
 /// (b) A submitter cannot vouch for its own claims by inventing a neutral source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submitter_cannot_register_a_fake_neutral_source() {
@@ -627,7 +638,9 @@ async fn a_submitter_cannot_register_a_fake_neutral_source() {
     expect_err(r, Code::NotFound, "independent-observer");
     srv.stop().await;
 }
+}
 
+both_stores! {
 /// (c) A submitter outside the claimant's cluster cannot retract someone else's claim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unbound_submitter_cannot_retract() {
@@ -649,7 +662,9 @@ async fn an_unbound_submitter_cannot_retract() {
     );
     srv.stop().await;
 }
+}
 
+both_stores! {
 /// (d) A reviewer bound to the claimant's cluster may not judge it; an unbound one may.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bound_reviewer_cannot_judge_its_own_cluster() {
@@ -690,7 +705,9 @@ async fn a_bound_reviewer_cannot_judge_its_own_cluster() {
     assert_eq!(status_of(&c.status(&claim_id).await), pb::Status::Confirmed);
     srv.stop().await;
 }
+}
 
+both_stores! {
 /// (e) Each entry's actor is the principal that wrote it, whatever the request says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_actor_of_each_entry_is_its_principal() {
@@ -753,6 +770,7 @@ async fn the_actor_of_each_entry_is_its_principal() {
     let last = rec.grades.last().expect("a grade");
     assert_eq!((last.index, last.actor.as_str()), (graded, "registrar"));
     srv.stop().await;
+}
 }
 
 // ---------------------------------------------------------------------------------------------

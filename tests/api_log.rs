@@ -80,6 +80,7 @@ async fn some_sources(c: &mut Clients, prefix: &str, n: usize) -> Vec<pb::Receip
     out
 }
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_are_signed_by_the_served_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,7 +118,9 @@ async fn checkpoints_are_signed_by_the_served_key() {
     drop(c);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_are_hash_chained_and_make_the_signed_tree() {
     let dir = tempfile::tempdir().unwrap();
@@ -184,7 +187,9 @@ async fn entries_are_hash_chained_and_make_the_signed_tree() {
     drop(c);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_and_claim_status_proofs_verify_offline() {
     let dir = tempfile::tempdir().unwrap();
@@ -282,7 +287,9 @@ async fn receipts_and_claim_status_proofs_verify_offline() {
     drop(c);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inclusion_and_consistency_proofs_verify() {
     let dir = tempfile::tempdir().unwrap();
@@ -431,7 +438,9 @@ async fn inclusion_and_consistency_proofs_verify() {
     drop(c);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_entries_follows_new_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -483,7 +492,9 @@ async fn watch_entries_follows_new_writes() {
     drop(c);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_live_watch_streams() {
     let dir = tempfile::tempdir().unwrap();
@@ -514,7 +525,9 @@ async fn shutdown_ends_live_watch_streams() {
     drop(c);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_log_audits_everything_and_says_ok() {
     let dir = tempfile::tempdir().unwrap();
@@ -544,7 +557,9 @@ async fn verify_log_audits_everything_and_says_ok() {
     drop(c);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_record_the_authenticated_principal() {
     let dir = tempfile::tempdir().unwrap();
@@ -599,7 +614,9 @@ async fn entries_record_the_authenticated_principal() {
     drop(c);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_during_writes_are_consistent_with_their_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
@@ -696,7 +713,9 @@ async fn reads_during_writes_are_consistent_with_their_checkpoint() {
     drop(c);
     srv.stop().await;
 }
+}
 
+both_stores! {
 /// Sizes and starts beyond the tree are OUT_OF_RANGE whichever field is too large, and a forged
 /// page token is INVALID_ARGUMENT (not a panic or a repeat of page one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -738,4 +757,5 @@ async fn beyond_the_tree_and_forged_tokens_are_client_errors() {
         .await;
     expect_err(r, Code::InvalidArgument, "page_token");
     srv.stop().await;
+}
 }

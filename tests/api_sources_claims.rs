@@ -54,6 +54,7 @@ async fn claimant_and_agencies(c: &mut Clients) {
         .await;
 }
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn article_claims_get_the_expected_statuses() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,7 +173,9 @@ async fn article_claims_get_the_expected_statuses() {
     );
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_moves_from_claimed_to_corroborated_to_confirmed() {
     let dir = tempfile::tempdir().unwrap();
@@ -263,7 +266,9 @@ async fn claim_moves_from_claimed_to_corroborated_to_confirmed() {
     assert_eq!(then.trace.len(), 2);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grading_a_source_changes_statuses_and_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
@@ -386,7 +391,9 @@ async fn grading_a_source_changes_statuses_and_is_recorded() {
     assert_eq!(status_of(&c.status(&id).await), pb::Status::Confirmed);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verdict_decides_and_later_evidence_asks_for_review() {
     let dir = tempfile::tempdir().unwrap();
@@ -501,7 +508,9 @@ async fn a_verdict_decides_and_later_evidence_asks_for_review() {
     assert!(!s.needs_review);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_claimants_cluster_can_retract() {
     let dir = tempfile::tempdir().unwrap();
@@ -565,7 +574,9 @@ async fn only_the_claimants_cluster_can_retract() {
     expect_err(again, Code::FailedPrecondition, "already retracted");
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_are_idempotent_and_reused_keys_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -681,7 +692,9 @@ async fn retries_are_idempotent_and_reused_keys_are_refused() {
     c.submit("req-2", cl.clone()).await;
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_mistake_gets_its_code_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -915,7 +928,9 @@ async fn every_client_mistake_gets_its_code_and_writes_nothing() {
     assert_eq!(c.size().await, size, "no bad request wrote anything");
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_claims_filters() {
     let dir = tempfile::tempdir().unwrap();
@@ -1100,7 +1115,9 @@ async fn list_claims_filters() {
     expect_err(r, Code::InvalidArgument, "kind");
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagination_has_no_duplicates_or_gaps_under_concurrent_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -1191,7 +1208,9 @@ async fn pagination_has_no_duplicates_or_gaps_under_concurrent_writes() {
     );
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_keeps_its_data_and_continues() {
     let dir = tempfile::tempdir().unwrap();
@@ -1292,7 +1311,9 @@ async fn a_restarted_server_keeps_its_data_and_continues() {
     drop(c);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_serving() {
     let dir = tempfile::tempdir().unwrap();
@@ -1319,7 +1340,9 @@ async fn health_reports_serving() {
     drop(health);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_retries_of_one_request_all_get_its_receipt() {
     let dir = tempfile::tempdir().unwrap();
@@ -1389,4 +1412,5 @@ async fn concurrent_retries_of_one_request_all_get_its_receipt() {
     );
     drop(c);
     srv.stop().await;
+}
 }

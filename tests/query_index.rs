@@ -114,6 +114,7 @@ fn serve_args(dir: &Path) -> Vec<String> {
 // 1. Stemming, phrases, exclusions, and queries the parser refuses
 // ---------------------------------------------------------------------------------------------
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_queries_are_stemmed_and_support_phrases_and_exclusions() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -241,6 +242,7 @@ async fn text_queries_are_stemmed_and_support_phrases_and_exclusions() {
     }
     srv.stop().await;
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // 2. Read-your-writes through `min_size`
@@ -270,6 +272,7 @@ async fn listed_with_min_size(
     resp.claims.into_iter().find(|i| item_id(i) == id)
 }
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_size_gives_read_your_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -417,7 +420,9 @@ async fn min_size_gives_read_your_writes() {
     }
     srv.stop().await;
 }
+}
 
+both_stores! {
 /// A warning's deadline passing changes its status with no write at all: the indexer's sweep
 /// re-judges it, and the status filter follows within a bounded wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,7 +489,9 @@ async fn a_passed_deadline_is_reindexed_without_a_write() {
     );
     srv.stop().await;
 }
+}
 
+both_stores! {
 /// A deadline that passes while the server is stopped is judged once it is back: the sweep
 /// resumes from the moment the index's last commit recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,6 +546,7 @@ async fn a_deadline_passed_while_stopped_is_judged_after_a_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     srv.stop().await;
+}
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1839,6 +1847,7 @@ fn serve_rebuilds_a_ledger_state_of_another_layout() {
     sp.stop();
 }
 
+both_stores! {
 /// An entry is found by its leaf hash both once the index has read it (its entry document) and
 /// before (the entries past the watermark are read directly), and the answer is its index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1901,4 +1910,5 @@ async fn entries_are_found_by_leaf_hash_before_and_after_the_index_reads_them() 
     let r = find(vec![7; 32]).await;
     assert_eq!(r.expect_err("no such entry").code(), Code::NotFound);
     srv.stop().await;
+}
 }

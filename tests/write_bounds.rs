@@ -190,6 +190,7 @@ async fn list_all(c: &mut Clients, status: pb::Status, min_size: u64) -> Vec<pb:
     }
 }
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_of_5000_words_writes_the_keys_of_a_3_word_one() {
     let (_dir, srv, counting, mut c) = start().await;
@@ -274,7 +275,9 @@ async fn a_claim_of_5000_words_writes_the_keys_of_a_3_word_one() {
     assert_eq!(found, vec![huge_id]);
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_500th_evidence_writes_the_keys_of_the_first() {
     let (_dir, srv, counting, mut c) = start().await;
@@ -394,7 +397,9 @@ async fn the_500th_evidence_writes_the_keys_of_the_first() {
     assert!(rec.evidence.iter().all(|e| e.claim_id == claim_id));
     srv.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grading_a_source_cited_by_10000_claims_writes_the_keys_of_grading_an_uncited_one() {
     const N: usize = 10_000;
@@ -533,4 +538,5 @@ async fn grading_a_source_cited_by_10000_claims_writes_the_keys_of_grading_an_un
         still_claimed.len()
     );
     srv.stop().await;
+}
 }

@@ -28,7 +28,7 @@ pub fn log(e: LogError) -> Status {
         | LogError::Shrunk { .. }
         | LogError::Diverged { .. }
         | LogError::Unreadable { .. } => Code::DataLoss,
-        LogError::Closed | LogError::Unavailable(_) => Code::Unavailable,
+        LogError::Closed | LogError::Unavailable(_) | LogError::Database(_) => Code::Unavailable,
         LogError::Halted(_) => Code::FailedPrecondition,
         LogError::OriginMismatch { .. }
         | LogError::Storage(_)
@@ -49,7 +49,6 @@ pub fn ledger(e: LedgerError) -> Status {
             Status::already_exists(format!("already logged at index {index}"))
         }
         LedgerError::Corrupt(m) => Status::data_loss(m),
-        LedgerError::Storage(e) => Status::internal(e.to_string()),
         LedgerError::Log(e) => log(e),
     }
 }

@@ -34,6 +34,16 @@ pub struct ServeArgs {
         default_value = "./claimledger-data"
     )]
     data_dir: PathBuf,
+    /// Where the log is kept: `sled` (the default: sled in the data directory; `sled:DIR` is
+    /// the same as `--data-dir DIR`) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, a
+    /// PostgreSQL database that several `serve` processes may share (one sequences, the others
+    /// serve reads); the data directory then keeps only the signing key and the query index.
+    #[arg(
+        long,
+        env = "CLAIMLEDGER_STORE",
+        value_name = "sled[:DIR]|postgres://…"
+    )]
+    store: Option<String>,
     /// Address to listen on.
     #[arg(long, env = "CLAIMLEDGER_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
@@ -204,15 +214,19 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         drain: std::time::Duration::from_secs(a.drain_seconds),
         ..Limits::default()
     };
+    let (data_dir, postgres) = store_choice(&a.data_dir, a.store.as_deref())?;
     let opts = Options {
         origin: a.origin.clone(),
         rehash_on_open: !a.quick_open,
+        postgres: postgres.clone(),
         ..Options::default()
     };
+    let a = ServeArgs { data_dir, ..a };
     let log = open_log(&a.data_dir, opts).await?;
     let cp = log.checkpointer();
     tracing::info!(
         data_dir = %a.data_dir.display(),
+        store = %postgres.as_deref().map_or("sled".to_string(), log::kv::postgres::redact),
         size = log.size(),
         origin = cp.origin(),
         "log opened and checked"
@@ -235,6 +249,22 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config { auth, tls, limits };
     api::server::serve(ctx, listener, config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The data directory and, for PostgreSQL, the database URL that `--store` names.
+fn store_choice(data_dir: &Path, store: Option<&str>) -> anyhow::Result<(PathBuf, Option<String>)> {
+    match store {
+        None | Some("sled") => Ok((data_dir.to_path_buf(), None)),
+        Some(s) if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
+            Ok((data_dir.to_path_buf(), Some(s.to_string())))
+        }
+        Some(s) => match s.strip_prefix("sled:") {
+            Some(dir) if !dir.is_empty() => Ok((PathBuf::from(dir), None)),
+            _ => anyhow::bail!(
+                "--store: {s:?} is neither `sled`, `sled:DIR` nor a `postgres://` URL"
+            ),
+        },
+    }
 }
 
 /// Opens and checks the log in `dir`; a log whose ledger state is in an earlier layout is then

@@ -231,7 +231,8 @@ impl Metrics {
         );
         m.registry.register(
             "claimledger_writer_sync_seconds",
-            "Time of sled's flush (fdatasync) of one group",
+            "Time to commit one group durably (sled: the batch, flush and fdatasync; PostgreSQL: \
+             the transaction)",
             writer.sync_seconds.clone(),
         );
         Arc::new(m)

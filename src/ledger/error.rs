@@ -22,8 +22,6 @@ pub enum LedgerError {
     /// A stored record cannot be decoded.
     #[error("corrupt index: {0}")]
     Corrupt(String),
-    #[error("storage: {0}")]
-    Storage(#[from] sled::Error),
     #[error(transparent)]
     Log(#[from] crate::log::LogError),
 }

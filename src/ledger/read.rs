@@ -108,11 +108,11 @@ impl Reader {
         }
         // The last grade below `size`, read from the end of the range (one descent, however
         // long the history).
-        let mut grades = self.idx.range(
+        let last = self.idx.last_in(
             &keys::bucket(keys::GRADE, &s.id),
             &keys::at(keys::GRADE, &s.id, size),
-        );
-        match grades.next_back().transpose()? {
+        )?;
+        match last {
             Some((_, v)) => {
                 let g: pb::GradeRecord = decode(&v, "grade")?;
                 s.reliability = g.reliability;

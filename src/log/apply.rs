@@ -12,9 +12,10 @@
 
 use std::collections::BTreeMap;
 
-use sled::IVec;
-
 use super::entry::EntryMeta;
+use super::error::LogError;
+use super::kv::Val;
+use super::store::Store;
 
 /// The first byte of every domain index key.
 pub const INDEX_PREFIX: u8 = b'x';
@@ -52,15 +53,15 @@ pub type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// Read-your-writes access to the domain indexes while an entry is being applied.
 pub struct Ctx<'a> {
-    tree: &'a sled::Tree,
+    store: &'a Store,
     group: &'a Overlay,
     local: Overlay,
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(tree: &'a sled::Tree, group: &'a Overlay) -> Self {
+    pub(crate) fn new(store: &'a Store, group: &'a Overlay) -> Self {
         Ctx {
-            tree,
+            store,
             group,
             local: Overlay::new(),
         }
@@ -77,12 +78,12 @@ impl<'a> Ctx<'a> {
     }
 
     /// Reads a key as it stands with this group's earlier writes.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
         let k = full_key(key);
         if let Some(v) = self.local.get(&k).or_else(|| self.group.get(&k)) {
             return Ok(v.clone());
         }
-        Ok(self.tree.get(&k)?.map(|v| v.to_vec()))
+        Ok(self.store.kv().get(&k)?.map(|v| v.to_vec()))
     }
 
     /// Stages a write.
@@ -97,10 +98,10 @@ impl<'a> Ctx<'a> {
 
     /// All keys under `prefix` (without the index prefix byte) with their values, as they stand
     /// with this group's earlier writes, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, sled::Error> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, LogError> {
         let p = full_key(prefix);
         let mut out: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for kv in self.tree.scan_prefix(&p) {
+        for kv in self.store.kv().range(&p, &prefix_end(&p)) {
             let (k, v) = kv?;
             out.insert(k.to_vec(), v.to_vec());
         }
@@ -119,19 +120,33 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// The first key after every key that starts with `prefix` (which starts with the index
+/// prefix byte, so one exists).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All bytes 0xFF: nothing sorts after the prefix but its own extensions.
+    vec![INDEX_PREFIX + 1]
+}
+
 /// Read-only access to the committed domain indexes (for the API's reads).
 #[derive(Clone)]
 pub struct IndexView {
-    tree: sled::Tree,
+    store: Store,
 }
 
 impl IndexView {
-    pub(crate) fn new(tree: sled::Tree) -> Self {
-        IndexView { tree }
+    pub(crate) fn new(store: Store) -> Self {
+        IndexView { store }
     }
 
-    pub fn get(&self, key: &[u8]) -> Result<Option<IVec>, sled::Error> {
-        self.tree.get(full_key(key))
+    pub fn get(&self, key: &[u8]) -> Result<Option<Val>, LogError> {
+        self.store.kv().get(&full_key(key))
     }
 
     /// Keys (without the index prefix byte) and values in `[start, end)`, in key order.
@@ -139,10 +154,20 @@ impl IndexView {
         &self,
         start: &[u8],
         end: &[u8],
-    ) -> impl DoubleEndedIterator<Item = Result<(Vec<u8>, IVec), sled::Error>> + '_ {
-        self.tree
-            .range(full_key(start)..full_key(end))
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Val), LogError>> + Send + '_ {
+        self.store
+            .kv()
+            .range(&full_key(start), &full_key(end))
             .map(|kv| kv.map(|(k, v)| (k[1..].to_vec(), v)))
+    }
+
+    /// The last key (without the index prefix byte) in `[start, end)`, with its value.
+    pub fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Val)>, LogError> {
+        Ok(self
+            .store
+            .kv()
+            .last_in(&full_key(start), &full_key(end))?
+            .map(|(k, v)| (k[1..].to_vec(), v)))
     }
 
     /// Keys (without the index prefix byte) and values from `start` (inclusive) while they keep
@@ -151,15 +176,11 @@ impl IndexView {
         &self,
         prefix: &[u8],
         start: &[u8],
-    ) -> impl Iterator<Item = Result<(Vec<u8>, IVec), sled::Error>> + '_ {
-        let p = full_key(prefix);
-        let s = full_key(start);
-        self.tree
-            .range(s..)
-            .take_while(move |kv| match kv {
-                Ok((k, _)) => k.starts_with(&p),
-                Err(_) => true,
-            })
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Val), LogError>> + Send + '_ {
+        let end = prefix_end(&full_key(prefix));
+        self.store
+            .kv()
+            .range(&full_key(start), &end)
             .map(|kv| kv.map(|(k, v)| (k[1..].to_vec(), v)))
     }
 }

@@ -65,6 +65,9 @@ pub enum LogError {
     OriginMismatch { stored: String, requested: String },
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
+    /// PostgreSQL failed or cannot be reached (the URL without its password, and the reason).
+    #[error("PostgreSQL: {0}")]
+    Database(String),
     #[error("{path}: {source}")]
     Io {
         path: String,

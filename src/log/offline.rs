@@ -13,6 +13,7 @@ use super::checkpoint::{Checkpointer, SignedCheckpoint};
 use super::checkpoint_file;
 use super::entry::{EntryMeta, Envelope};
 use super::error::LogError;
+use super::kv::Val;
 use super::store::{leaf_hash, Store};
 use super::verify::{self, VerifyProgress, VerifyReport};
 use super::{guarded, Ctx, DEFAULT_ORIGIN};
@@ -134,7 +135,7 @@ impl Offline {
         &self,
         start: u64,
         end: u64,
-    ) -> impl Iterator<Item = Result<(u64, sled::IVec), LogError>> + '_ {
+    ) -> impl Iterator<Item = Result<(u64, Val), LogError>> + '_ {
         self.store.entries(start, end)
     }
 
@@ -173,7 +174,10 @@ impl Offline {
         apply: &dyn Apply,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<u64, LogError> {
-        let tree = self.store.tree();
+        let tree =
+            self.store.kv().sled_tree().ok_or_else(|| {
+                LogError::Internal("reindex works on a sled data directory".into())
+            })?;
         let mut batch = sled::Batch::default();
         for k in tree.scan_prefix([INDEX_PREFIX]).keys() {
             batch.remove(k?);
@@ -190,7 +194,7 @@ impl Offline {
                 }
             })?;
             let meta = EntryMeta::of(&env, leaf_hash(&bytes));
-            let mut ctx = Ctx::new(tree, &group);
+            let mut ctx = Ctx::new(&self.store, &group);
             // Every entry in the log was accepted by this same hook when it was written, so a
             // refusal here means the log or the code changed: stop and say which entry.
             if let Err(e) = apply.apply(&mut ctx, &meta, &env.body) {

@@ -1,7 +1,6 @@
-//! The sled layout of the log, and everything computed from it: roots and proofs.
-//!
-//! One sled tree holds everything, so that one `apply_batch` commits a whole group atomically
-//! (a sled batch covers a single tree). Keys, by first byte:
+//! The key layout of the log, and everything computed from it: roots and proofs. The keys live
+//! in [`super::kv`]: one sled tree (so that one `apply_batch` commits a whole group
+//! atomically), or PostgreSQL's tables, which keep the same keys. Keys, by first byte:
 //!
 //! | key                              | value                         | written by        |
 //! |----------------------------------|-------------------------------|-------------------|
@@ -23,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
 use tlog_tiles::{Hash, HashReader};
@@ -32,6 +31,7 @@ use super::apply::IndexView;
 use super::checkpoint::{Checkpointer, SignedCheckpoint};
 use super::entry::{packed_hash, unpack};
 use super::error::LogError;
+use super::kv::{Kv, SledKv, Val};
 use super::DEFAULT_ORIGIN;
 
 pub(crate) const ENTRY: u8 = b'e';
@@ -69,32 +69,17 @@ pub const CACHE_BYTES: u64 = 96 * 1024 * 1024;
 /// and reading one from sled means fetching a whole entry value.
 const CACHED_LEVEL: u8 = 3;
 
-/// How long [`Store::open`] waits for sled's lock on its data file, and how often it tries.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Whether sled failed to open because another handle holds the lock on its data file.
-fn is_lock_busy(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
-}
-
-/// The log's storage. Cheap to clone.
+/// The log's storage: the key space of [`super::kv`], and everything computed from it. Cheap
+/// to clone.
 #[derive(Clone)]
 pub struct Store {
-    /// The data directory (sled lives in its `sled/`).
+    /// The data directory (the signing key, the query index; sled in its `sled/`).
     dir: Arc<PathBuf>,
-    db: sled::Db,
-    tree: sled::Tree,
-    data_file: Arc<PathBuf>,
-    /// sled's data file, opened once and kept for fdatasync: opening it per commit made every
-    /// commit fail once the process ran out of file descriptors.
-    data: Arc<std::fs::File>,
+    kv: Kv,
     upper: Arc<RwLock<HashMap<u64, Hash>>>,
-    /// sled blob files already fsynced (see [`Store::sync`]).
-    synced_blobs: Arc<Mutex<std::collections::HashSet<std::ffi::OsString>>>,
 }
 
-/// Why [`Store::sync_classified`] failed.
+/// Why [`Kv::commit`] or [`Store::sync_classified`] failed.
 #[derive(Debug)]
 pub(crate) enum SyncFailure {
     /// Nothing was lost; the same sync may succeed once the cause (no free file descriptor,
@@ -102,12 +87,16 @@ pub(crate) enum SyncFailure {
     Retry(LogError),
     /// Durability of what was applied cannot be known any more.
     Final(LogError),
+    /// Not acknowledged, and this process no longer sequences (PostgreSQL: fenced, or the
+    /// connection failed): the group may or may not be stored, and the next group starts from
+    /// what the store holds.
+    Lost(LogError),
 }
 
 impl SyncFailure {
     pub(crate) fn into_error(self) -> LogError {
         match self {
-            SyncFailure::Retry(e) | SyncFailure::Final(e) => e,
+            SyncFailure::Retry(e) | SyncFailure::Final(e) | SyncFailure::Lost(e) => e,
         }
     }
 }
@@ -115,67 +104,21 @@ impl SyncFailure {
 impl Store {
     /// Opens the sled database under `dir/sled`.
     pub fn open(dir: &Path) -> Result<Store, LogError> {
-        let path = dir.join("sled");
-        let unreadable = |reason: String| LogError::Unreadable {
-            file: path.join("db").display().to_string(),
-            index: None,
-            reason,
-        };
-        // sled panics on some damaged files rather than returning an error.
-        let open = || {
-            super::guard::catch(|| {
-                sled::Config::new()
-                    .path(&path)
-                    .cache_capacity(CACHE_BYTES)
-                    .mode(sled::Mode::HighThroughput)
-                    .open()
-            })
-            .map_err(|panic| unreadable(format!("sled failed opening it: {panic}")))
-        };
-        // sled locks its data file while a handle is open, and after the last handle of a
-        // database closed its I/O threads may hold the file for a few more milliseconds: a
-        // reopen right after a close (tests, an offline command right after a stop) waits a
-        // little for the lock before saying the directory is in use.
-        let mut waited = std::time::Duration::ZERO;
-        let db = loop {
-            match open()? {
-                Err(sled::Error::Io(e)) if is_lock_busy(&e) && waited < LOCK_WAIT => {
-                    std::thread::sleep(LOCK_RETRY);
-                    waited += LOCK_RETRY;
-                }
-                Err(sled::Error::Io(e)) if is_lock_busy(&e) => {
-                    return Err(LogError::Io {
-                        path: path.display().to_string(),
-                        source: std::io::Error::new(
-                            e.kind(),
-                            "in use by another process (sled holds a lock on its data file)",
-                        ),
-                    })
-                }
-                Err(sled::Error::Io(e)) => return Err(LogError::io(&path, e)),
-                Err(e) => return Err(unreadable(format!("sled cannot open it: {e}"))),
-                Ok(db) => break db,
-            }
-        };
-        let tree: sled::Tree = (*db).clone();
-        // sled 0.34 keeps all pages in one file, `db`, inside its directory, and never replaces
-        // it, so this handle stays the file sled writes.
-        let data_file = path.join("db");
-        let data = std::fs::File::open(&data_file).map_err(|e| LogError::io(&data_file, e))?;
-        Ok(Store {
-            dir: Arc::new(dir.to_path_buf()),
-            db,
-            tree,
-            data_file: Arc::new(data_file),
-            data: Arc::new(data),
-            upper: Arc::new(RwLock::new(HashMap::new())),
-            synced_blobs: Arc::new(Mutex::new(std::collections::HashSet::new())),
-        })
+        Ok(Self::over(dir, Kv::Sled(SledKv::open(dir, CACHE_BYTES)?)))
     }
 
-    /// sled's data file (for naming it in errors).
-    pub fn data_file(&self) -> &Path {
-        &self.data_file
+    /// The log kept by `kv`, with its data directory `dir`.
+    pub(crate) fn over(dir: &Path, kv: Kv) -> Store {
+        Store {
+            dir: Arc::new(dir.to_path_buf()),
+            kv,
+            upper: Arc::new(RwLock::new(HashMap::new())),
+        }
+    }
+
+    /// Where the log is kept, for messages: sled's data file, or the database.
+    pub fn describe(&self) -> String {
+        self.kv.describe()
     }
 
     /// The data directory.
@@ -183,108 +126,51 @@ impl Store {
         &self.dir
     }
 
+    /// The engine.
+    pub(crate) fn kv(&self) -> &Kv {
+        &self.kv
+    }
+
     /// Whether this directory has kept the checkpoint file outside sled (see
     /// [`super::checkpoint_file`]).
     pub(crate) fn keeps_checkpoint_file(&self) -> Result<bool, LogError> {
-        Ok(self.tree.contains_key(META_CHECKPOINT_FILE)?)
+        self.kv.contains(META_CHECKPOINT_FILE)
     }
 
     /// Records, durably, that this directory keeps the checkpoint file.
     pub(crate) fn mark_checkpoint_file(&self) -> Result<(), LogError> {
         if !self.keeps_checkpoint_file()? {
-            self.tree.insert(META_CHECKPOINT_FILE, &b"1"[..])?;
-            self.sync()?;
+            self.kv.put_meta(META_CHECKPOINT_FILE, b"1")?;
         }
         Ok(())
     }
 
-    /// The one sled tree (the writer's batches, the offline `reindex`).
-    pub(crate) fn tree(&self) -> &sled::Tree {
-        &self.tree
-    }
-
     /// Read-only access to the domain indexes.
     pub fn indexes(&self) -> IndexView {
-        IndexView::new(self.tree.clone())
+        IndexView::new(self.clone())
     }
 
-    /// Makes everything applied so far durable: sled's flush, then an fdatasync of its data
-    /// file (sled 0.34's flush uses sync_file_range, which does not reach the disk; sled #1452).
-    ///
-    /// sled also writes any log message larger than a quarter segment (~128 KiB: a big value,
-    /// or a whole node when it rewrites one) to its own file under `blobs/`, without fsync, and
-    /// skips a missing blob on recovery. So every blob file not yet synced is fsynced too,
-    /// then the directory.
+    /// Makes everything applied so far durable (see [`SledKv::sync`]).
     pub fn sync(&self) -> Result<(), LogError> {
         self.sync_classified().map_err(SyncFailure::into_error)
     }
 
     /// [`Store::sync`], telling a failure that may be retried from one that may not.
-    ///
-    /// A failed flush or fsync is final: after a failed fsync Linux may have dropped the dirty
-    /// pages, so a later fsync that succeeds proves nothing (the "fsyncgate" lesson that neon
-    /// and PostgreSQL follow). A failure to *open* or list a blob file (out of file
-    /// descriptors or memory) happens before any fsync of it, and leaves its pages intact, so
-    /// trying again later is sound.
     pub(crate) fn sync_classified(&self) -> Result<(), SyncFailure> {
-        self.db.flush().map_err(|e| SyncFailure::Final(e.into()))?;
-        self.data
-            .sync_data()
-            .map_err(|e| SyncFailure::Final(LogError::io(&self.data_file, e)))?;
-        self.sync_blobs()
+        self.kv.sync_classified()
     }
 
-    fn sync_blobs(&self) -> Result<(), SyncFailure> {
-        let retry = |path: &Path, e: std::io::Error| SyncFailure::Retry(LogError::io(path, e));
-        let fatal = |path: &Path, e: std::io::Error| SyncFailure::Final(LogError::io(path, e));
-        let Some(dir) = self.data_file.parent().map(|d| d.join("blobs")) else {
-            return Ok(());
-        };
-        let listing = match std::fs::read_dir(&dir) {
-            Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(retry(&dir, e)),
-        };
-        let mut synced = self
-            .synced_blobs
-            .lock()
-            .map_err(|_| SyncFailure::Final(LogError::Internal("blob set lock poisoned".into())))?;
-        let mut present = std::collections::HashSet::new();
-        let mut new = false;
-        for item in listing {
-            let item = item.map_err(|e| retry(&dir, e))?;
-            let name = item.file_name();
-            if !synced.contains(&name) {
-                let path = item.path();
-                match std::fs::File::open(&path) {
-                    Ok(f) => f.sync_all().map_err(|e| fatal(&path, e))?,
-                    // sled removes blobs it no longer needs; one gone since the listing is fine.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(retry(&path, e)),
-                }
-                new = true;
-            }
-            present.insert(name);
-        }
-        if new {
-            let d = std::fs::File::open(&dir).map_err(|e| retry(&dir, e))?;
-            d.sync_all().map_err(|e| fatal(&dir, e))?;
-        }
-        *synced = present;
-        Ok(())
-    }
-
-    /// The origin recorded in sled, if any (read only).
+    /// The origin recorded in the store, if any (read only).
     pub fn stored_origin(&self) -> Result<Option<String>, LogError> {
         Ok(self
-            .tree
+            .kv
             .get(META_ORIGIN)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    /// Settles the origin on open: the one stored in sled; else the one of the checkpoint kept
-    /// outside sled (`outside`: a sled that lost everything must still be checked against that
-    /// file under its own origin, not a default one); else the requested one on a new directory.
+    /// Settles the origin on open: the one stored; else the one of the checkpoint kept outside
+    /// sled (`outside`: a sled that lost everything must still be checked against that file
+    /// under its own origin, not a default one); else the requested one on a new log.
     pub fn settle_origin(
         &self,
         requested: Option<&str>,
@@ -298,15 +184,13 @@ impl Store {
             }),
             (Some(s), _) => {
                 if stored.is_none() {
-                    self.tree.insert(META_ORIGIN, s.as_bytes())?;
-                    self.sync()?;
+                    self.kv.put_meta(META_ORIGIN, s.as_bytes())?;
                 }
                 Ok(s.to_string())
             }
             (None, r) => {
                 let origin = r.unwrap_or(DEFAULT_ORIGIN).to_string();
-                self.tree.insert(META_ORIGIN, origin.as_bytes())?;
-                self.sync()?;
+                self.kv.put_meta(META_ORIGIN, origin.as_bytes())?;
                 Ok(origin)
             }
         }
@@ -314,7 +198,7 @@ impl Store {
 
     /// The committed tree size.
     pub fn size(&self) -> Result<u64, LogError> {
-        match self.tree.get(META_SIZE)? {
+        match self.kv.get(META_SIZE)? {
             None => Ok(0),
             Some(v) => be64(&v).ok_or_else(|| LogError::Corrupt("tree size".into())),
         }
@@ -322,13 +206,13 @@ impl Store {
 
     /// Whether any checkpoint was ever committed.
     pub fn has_checkpoint(&self) -> Result<bool, LogError> {
-        Ok(self.tree.contains_key(META_CHECKPOINT)?)
+        self.kv.contains(META_CHECKPOINT)
     }
 
     /// The latest signed checkpoint as committed with the last group.
     pub fn latest_checkpoint(&self) -> Result<SignedCheckpoint, LogError> {
         let note = self
-            .tree
+            .kv
             .get(META_CHECKPOINT)?
             .ok_or_else(|| LogError::Corrupt("no checkpoint stored".into()))?;
         let text = String::from_utf8(note.to_vec())
@@ -344,8 +228,8 @@ impl Store {
     }
 
     /// The stored bytes of entry `index` (exactly what was hashed).
-    pub fn entry(&self, index: u64) -> Result<Option<sled::IVec>, LogError> {
-        match self.tree.get(key(ENTRY, index))? {
+    pub fn entry(&self, index: u64) -> Result<Option<Val>, LogError> {
+        match self.kv.get(&key(ENTRY, index))? {
             None => Ok(None),
             Some(v) => entry_part(index, v).map(Some),
         }
@@ -356,9 +240,9 @@ impl Store {
         &self,
         start: u64,
         end: u64,
-    ) -> impl Iterator<Item = Result<(u64, sled::IVec), LogError>> + '_ {
-        self.tree
-            .range(key(ENTRY, start)..key(ENTRY, end))
+    ) -> impl Iterator<Item = Result<(u64, Val), LogError>> + Send + '_ {
+        self.kv
+            .range(&key(ENTRY, start), &key(ENTRY, end.max(start)))
             .map(|kv| {
                 let (k, v) = kv?;
                 let idx = be64(&k[1..]).ok_or_else(|| LogError::Corrupt("entry key".into()))?;
@@ -371,7 +255,7 @@ impl Store {
         &self,
         start: u64,
         end: u64,
-    ) -> impl Iterator<Item = Result<(u64, sled::IVec), LogError>> + '_ {
+    ) -> impl Iterator<Item = Result<(u64, Val), LogError>> + Send + '_ {
         self.packed(start, end)
             .map(|kv| kv.and_then(|(i, v)| Ok((i, entry_part(i, v)?))))
     }
@@ -402,8 +286,8 @@ impl Store {
             .and_then(|x| x.checked_sub(1))
             .ok_or_else(|| LogError::Corrupt(format!("stored hash {i} out of range")))?;
         let v = self
-            .tree
-            .get(key(ENTRY, n))?
+            .kv
+            .get(&key(ENTRY, n))?
             .ok_or_else(|| LogError::Corrupt(format!("stored hash {i} missing")))?;
         let h = packed_hash(&v, usize::from(level)).ok_or_else(|| LogError::Tampered {
             index: n,
@@ -476,7 +360,7 @@ impl Store {
     /// the entries must match too. A mismatch names the first bad index.
     pub(crate) fn startup_check(&self, cp: &Checkpointer, rehash: bool) -> Result<(), LogError> {
         let size = self.size()?;
-        if size == 0 && self.tree.get(META_CHECKPOINT)?.is_none() {
+        if size == 0 && !self.kv.contains(META_CHECKPOINT)? {
             return Ok(());
         }
         let stored = self.latest_checkpoint()?;
@@ -524,7 +408,7 @@ impl HashReader for Reader<'_> {
 }
 
 /// The entry bytes of a packed value.
-fn entry_part(index: u64, v: sled::IVec) -> Result<sled::IVec, LogError> {
+fn entry_part(index: u64, v: Val) -> Result<Val, LogError> {
     let (_, at) = unpack(&v).ok_or_else(|| LogError::Tampered {
         index,
         reason: "stored entry is malformed".into(),

@@ -167,7 +167,7 @@ fn audit(
         let next = match super::guard::catch(|| entries.next()) {
             Ok(next) => next,
             Err(panic) => {
-                let file = store.data_file().display().to_string();
+                let file = store.describe();
                 return fail(
                     report,
                     i,

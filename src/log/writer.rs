@@ -45,6 +45,7 @@ use super::checkpoint::{Checkpointer, SignedCheckpoint};
 use super::checkpoint_file;
 use super::entry::{pack, EntryMeta, Envelope, ZERO_HASH};
 use super::error::{AppendError, LogError};
+use super::kv::{GroupWrite, Lead};
 use super::store::{self, leaf_hash, Store, SyncFailure};
 use super::{AppendRequest, Msg};
 
@@ -62,7 +63,7 @@ pub struct Receipt {
 /// The writer's links to the rest of the process, besides its queue.
 pub(crate) struct Signals {
     /// The committed size, published after each durable group.
-    pub size_tx: watch::Sender<u64>,
+    pub size_tx: Arc<watch::Sender<u64>>,
     /// Why the writer cannot commit (see `Writer::failed_tx`).
     pub failed_tx: watch::Sender<Option<String>>,
     /// Set by `Log::halt`.
@@ -296,6 +297,9 @@ enum CommitFailure {
     Pending(LogError, Box<SignedCheckpoint>),
     /// Nothing more may be appended by this process.
     Final(LogError),
+    /// Not acknowledged, and this process stepped down (PostgreSQL): the next group takes the
+    /// lead again and starts from what the store holds.
+    Lost(LogError),
 }
 
 /// The stored hashes a group works with: those it produced, and those it read from sled (kept,
@@ -348,7 +352,12 @@ struct Staged {
 }
 
 impl Writer {
-    fn run(&mut self, mut rx: mpsc::Receiver<Msg>, size_tx: watch::Sender<u64>, max_group: usize) {
+    fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        size_tx: Arc<watch::Sender<u64>>,
+        max_group: usize,
+    ) {
         let mut group = Vec::with_capacity(max_group);
         let mut stopping = false;
         // The previous group, durable in sled, while its checkpoint file is being written.
@@ -441,16 +450,31 @@ impl Writer {
                 p.why = e.to_string();
                 self.pending = Some(p);
             }
-            Err(SyncFailure::Final(e)) => self.stop_for_good(e.to_string()),
+            Err(SyncFailure::Final(e) | SyncFailure::Lost(e)) => self.stop_for_good(e.to_string()),
         }
     }
 
     /// Makes `checkpoint`'s size the one readers see.
     fn publish(&self, checkpoint: &SignedCheckpoint, size_tx: &watch::Sender<u64>) {
-        if let Ok(mut p) = self.published.write() {
-            *p = checkpoint.clone();
+        super::publish(&self.published, size_tx, checkpoint);
+    }
+
+    /// Continues from what the store holds (this process has just taken the lead): its size,
+    /// last leaf hash and checkpoint, published at once.
+    fn reload(&mut self, size_tx: &watch::Sender<u64>) -> Result<(), LogError> {
+        let size = self.store.size()?;
+        self.last = if size == 0 {
+            ZERO_HASH
+        } else {
+            self.store.leaf_hash_at(size - 1)?
+        };
+        self.size = size;
+        if self.store.has_checkpoint()? {
+            let cp = self.store.latest_checkpoint()?;
+            self.checkpointer.verify(cp.note.as_bytes())?;
+            self.publish(&cp, size_tx);
         }
-        size_tx.send_replace(checkpoint.size);
+        Ok(())
     }
 
     fn stop_for_good(&mut self, why: String) {
@@ -542,7 +566,24 @@ impl Writer {
             }
             return None;
         }
-        let mut batch = sled::Batch::default();
+        // With PostgreSQL only one process sequences; the one that takes over continues from
+        // what the store holds, which other processes may have extended.
+        let lead = match self.store.kv().lead() {
+            Ok(Lead::Continue) => Ok(()),
+            Ok(Lead::Took) => self.reload(size_tx),
+            Ok(Lead::Follower(why)) => Err(LogError::Unavailable(why)),
+            Err(e) => Err(LogError::Unavailable(format!(
+                "cannot take the sequencer's lead: {e}; retry"
+            ))),
+        };
+        if let Err(e) = lead {
+            let refusal = AppendError::from(e);
+            for req in group {
+                let _ = req.reply.send(Err(clone_refusal(&refusal)));
+            }
+            return None;
+        }
+        let mut entries: Vec<(u64, Vec<u8>)> = Vec::with_capacity(group.len());
         let mut overlay = Overlay::new();
         let reader = GroupReader::new(self.store.clone());
         let mut staged: Vec<Staged> = Vec::with_capacity(group.len());
@@ -580,7 +621,7 @@ impl Writer {
                 recorded_at: now,
                 actor: env.actor,
             };
-            let mut ctx = Ctx::new(self.store.tree(), &overlay);
+            let mut ctx = Ctx::new(&self.store, &overlay);
             if let Err(e) = self.apply.apply(&mut ctx, &meta, &env.body) {
                 refused.push((req.reply, e));
                 continue;
@@ -600,7 +641,7 @@ impl Writer {
             for (i, h) in hashes.iter().enumerate() {
                 reader.stage(first + i as u64, *h);
             }
-            batch.insert(&store::key(store::ENTRY, size)[..], pack(&hashes, &bytes));
+            entries.push((size, pack(&hashes, &bytes)));
             staged.push(Staged {
                 reply: req.reply,
                 index: size,
@@ -629,7 +670,7 @@ impl Writer {
             self.finish(p, None, size_tx);
         }
         self.metrics.group_size.observe(staged.len() as f64);
-        let result = self.commit(batch, overlay, &reader, size);
+        let result = self.commit(entries, overlay, &reader, size);
         match result {
             Err(CommitFailure::Pending(e, checkpoint)) => {
                 // The group before this one is durable in sled whatever happens here.
@@ -649,6 +690,21 @@ impl Writer {
                 for s in staged {
                     let _ = s.reply.send(Err(LogError::Unavailable(format!(
                         "the commit is not durable yet ({msg}); retry with the same request_id"
+                    ))
+                    .into()));
+                }
+                answer_refused(refused, Fate::Pending(&msg));
+                None
+            }
+            Err(CommitFailure::Lost(e)) => {
+                if let Some(prev) = prev {
+                    self.finish(prev, None, size_tx);
+                }
+                let msg = e.to_string();
+                tracing::warn!(error = %msg, "group not committed; stepping down");
+                for s in staged {
+                    let _ = s.reply.send(Err(LogError::Unavailable(format!(
+                        "the commit did not complete ({msg}); retry with the same request_id"
                     ))
                     .into()));
                 }
@@ -743,10 +799,10 @@ impl Writer {
         }
     }
 
-    /// Signs the group's checkpoint, applies its batch to sled and makes it durable there.
+    /// Signs the group's checkpoint and commits the group to the store, durably.
     fn commit(
         &self,
-        mut batch: sled::Batch,
+        entries: Vec<(u64, Vec<u8>)>,
         overlay: Overlay,
         reader: &GroupReader,
         size: u64,
@@ -757,26 +813,20 @@ impl Writer {
             .checkpointer
             .sign(size, root)
             .map_err(CommitFailure::Final)?;
-        for (k, v) in overlay {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        batch.insert(store::META_SIZE, &size.to_be_bytes()[..]);
-        batch.insert(store::META_CHECKPOINT, checkpoint.note.as_bytes());
-        self.store
-            .tree()
-            .apply_batch(batch)
-            .map_err(|e| CommitFailure::Final(e.into()))?;
         let started = std::time::Instant::now();
-        let synced = self.store.sync_classified();
+        let synced = self.store.kv().commit(GroupWrite {
+            prev_size: self.size,
+            entries,
+            state: overlay,
+            checkpoint: checkpoint.clone(),
+        });
         self.metrics
             .sync_seconds
             .observe(started.elapsed().as_secs_f64());
         match synced {
             Ok(()) => Ok(checkpoint),
             Err(SyncFailure::Retry(e)) => Err(CommitFailure::Pending(e, Box::new(checkpoint))),
+            Err(SyncFailure::Lost(e)) => Err(CommitFailure::Lost(e)),
             Err(SyncFailure::Final(e)) => Err(CommitFailure::Final(e)),
         }
     }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,71 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::Code;
+
+/// Where the test servers of a test keep their log: sled in the test's directory (the default),
+/// or a PostgreSQL database of the test process's own cluster ([`pg::cluster`]), one database
+/// per directory, so a server restarted on the same directory finds its log again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    Sled,
+    Postgres,
+}
+
+tokio::task_local! {
+    /// The store of the test running in this task (set by [`both_stores!`]).
+    pub static STORE: Store;
+}
+
+/// The store the current test runs against.
+pub fn current_store() -> Store {
+    STORE.try_with(|s| *s).unwrap_or(Store::Sled)
+}
+
+/// Runs a test twice, as `NAME::sled` against sled and `NAME::postgres` against PostgreSQL:
+/// the same body, the same assertions (`cargo test NAME` runs both). The test keeps its own
+/// `#[tokio::test]` attribute.
+#[macro_export]
+macro_rules! both_stores {
+    ($(#[$attr:meta])* async fn $name:ident() $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(#[$attr])*
+            async fn sled() {
+                $crate::common::STORE
+                    .scope($crate::common::Store::Sled, async $body)
+                    .await
+            }
+
+            $(#[$attr])*
+            async fn postgres() {
+                $crate::common::STORE
+                    .scope($crate::common::Store::Postgres, async $body)
+                    .await
+            }
+        }
+    };
+}
+
+/// The log options of a test server on `dir` for the current test's store.
+pub fn log_options(dir: &Path) -> claimledger::log::Options {
+    let postgres = match current_store() {
+        Store::Sled => None,
+        Store::Postgres => {
+            let cluster = pg::cluster().unwrap_or_else(|e| panic!("start PostgreSQL: {e}"));
+            Some(
+                cluster
+                    .database_for(dir)
+                    .unwrap_or_else(|e| panic!("create the test database: {e}")),
+            )
+        }
+    };
+    claimledger::log::Options {
+        postgres,
+        ..claimledger::log::Options::default()
+    }
+}
 
 /// A claimledger server running in this process on 127.0.0.1:<free port>.
 pub struct TestServer {
@@ -58,11 +125,7 @@ impl TestServer {
         // so a restart right after `stop` may briefly find the directory still locked.
         let mut tries = 0;
         let log = loop {
-            match claimledger::log::Log::open(
-                dir,
-                claimledger::log::Options::default(),
-                apply.clone(),
-            ) {
+            match claimledger::log::Log::open(dir, log_options(dir), apply.clone()) {
                 Ok(log) => break log,
                 Err(e) if tries < 100 && e.to_string().contains("lock") => {
                     tries += 1;

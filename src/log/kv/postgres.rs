@@ -1,0 +1,714 @@
+//! The log in PostgreSQL (`serve --store postgres://…`).
+//!
+//! The key space of [`super`] kept in tables an operator can read, back up and replicate:
+//!
+//! | table | rows | keys of the log |
+//! |---|---|---|
+//! | `entries (idx, hashes, body)` | one per entry: the stored hashes it produced, its exact bytes | `e` ‖ be64(idx) |
+//! | `state (k, v)` | the ledger's validation state and idempotency keys | `x` ‖ … |
+//! | `meta (k, v)` | the origin | `m…` |
+//! | `head` | one: `tree_size`, `root`, `checkpoint`, `writer_epoch` | `msize`, `mcheckpoint` |
+//! | `checkpoints (tree_size, note)` | every checkpoint the log signed with a group | |
+//! | `claimledger_schema (version)` | the migrations applied | |
+//!
+//! **One sequencer at a time.** Any number of processes may open the same database; the one
+//! whose writer holds the session advisory lock [`SEQUENCER_LOCK`] (on a connection of its
+//! own) sequences and signs. Taking the lock bumps `head.writer_epoch`, and every group commits
+//! only `WHERE writer_epoch = mine AND tree_size = the size it extends`, in the transaction that
+//! inserts its entries: a stale leader (paused, partitioned, its lock lost with its session)
+//! can neither append nor fork. A commit that fails or is fenced is not acknowledged, and the
+//! writer steps down; the next group takes the lock again and continues from the stored head,
+//! so a client's retry with the same request id gets one answer either way.
+//!
+//! Every commit is a transaction committed with the server's `synchronous_commit` (on by
+//! default: durable on the primary's disk, and on a synchronous standby's when
+//! `synchronous_standby_names` is set), so returning from [`PgKv::commit`] means durable.
+//!
+//! The log's code is synchronous (the writer is a thread; reads run inside request handlers as
+//! sled's do), so queries run on a small runtime of this module's own and the caller waits on
+//! a channel: like a sled read, a query blocks its thread for its round trip and never
+//! re-enters the caller's runtime.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, Row};
+
+use super::{GroupWrite, KvIter, Lead, Val};
+use crate::log::entry::unpack;
+use crate::log::error::LogError;
+use crate::log::store::{be64, SyncFailure, ENTRY, META_CHECKPOINT, META_SIZE};
+
+/// The advisory lock (a 64-bit key) the sequencer holds: "claimledger-sequencer" hashed.
+pub const SEQUENCER_LOCK: i64 = 0x636c_6169_6d73_6571;
+/// The transaction-level advisory lock taken while migrating.
+const MIGRATION_LOCK: i64 = 0x636c_6169_6d6d_6967;
+
+/// Connections for reads, shared round robin (a connection pipelines concurrent queries).
+const READERS: usize = 4;
+/// Rows fetched per query by a range scan.
+const PAGE: i64 = 512;
+
+/// The schema, one migration per version, applied in order at open (see [`migrate`]).
+const MIGRATIONS: &[&str] = &[
+    // 1: the log, the ledger's state, and the fenced head.
+    "CREATE TABLE entries (
+         idx bigint PRIMARY KEY CHECK (idx >= 0),
+         hashes bytea NOT NULL,
+         body bytea NOT NULL
+     );
+     CREATE TABLE state (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE meta (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE head (
+         one boolean PRIMARY KEY DEFAULT true CHECK (one),
+         tree_size bigint NOT NULL CHECK (tree_size >= 0),
+         root bytea,
+         checkpoint text,
+         writer_epoch bigint NOT NULL
+     );
+     INSERT INTO head (tree_size, writer_epoch) VALUES (0, 0);
+     CREATE TABLE checkpoints (tree_size bigint PRIMARY KEY, note text NOT NULL);",
+];
+
+/// The log's tables in one PostgreSQL database.
+pub(crate) struct PgKv {
+    /// The URL without its password, for messages.
+    shown: String,
+    url: String,
+    /// Runs the connections and the queries; taken (and shut down without blocking) on drop.
+    rt: Option<tokio::runtime::Runtime>,
+    readers: Vec<Arc<Client>>,
+    next: AtomicUsize,
+    writer: Mutex<Sequencer>,
+}
+
+/// The writer's own connection, on which it holds the sequencer lock.
+struct Sequencer {
+    client: Option<Arc<Client>>,
+    /// The epoch this process took with the lock; `None` while it does not lead.
+    epoch: Option<i64>,
+}
+
+fn db(shown: &str, e: tokio_postgres::Error) -> LogError {
+    LogError::Database(format!("{shown}: {}", describe_error(&e)))
+}
+
+/// A PostgreSQL error with its server message (tokio-postgres' Display says only "db error").
+fn describe_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.code().code(), d.message()),
+        None => e.to_string(),
+    }
+}
+
+/// `url` with any password replaced, to be shown in messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((a, h)) => (a, h),
+        None => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+impl PgKv {
+    /// Connects to `url`, applies the migrations this version knows, and keeps
+    /// [`READERS`] connections for reads.
+    pub fn open(url: &str) -> Result<PgKv, LogError> {
+        let shown = redact(url);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("claimledger-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| LogError::Internal(format!("starting the PostgreSQL runtime: {e}")))?;
+        let mut kv = PgKv {
+            shown,
+            url: url.to_string(),
+            rt: Some(rt),
+            readers: Vec::new(),
+            next: AtomicUsize::new(0),
+            writer: Mutex::new(Sequencer {
+                client: None,
+                epoch: None,
+            }),
+        };
+        let first = kv.connect()?;
+        kv.migrate(&first)?;
+        kv.readers.push(first);
+        for _ in 1..READERS {
+            let c = kv.connect()?;
+            kv.readers.push(c);
+        }
+        Ok(kv)
+    }
+
+    pub fn describe(&self) -> String {
+        format!("PostgreSQL {}", self.shown)
+    }
+
+    /// Runs `f` on this module's runtime and waits for it on the calling thread.
+    fn block<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| LogError::Database("the PostgreSQL connection is closed".into()))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv()
+            .map_err(|_| LogError::Database("the PostgreSQL runtime stopped".into()))?
+            .map_err(|e| db(&self.shown, e))
+    }
+
+    fn connect(&self) -> Result<Arc<Client>, LogError> {
+        let url = self.url.clone();
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| LogError::Database("the PostgreSQL connection is closed".into()))?;
+        let handle = rt.handle().clone();
+        let client = self.block(async move {
+            let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+            handle.spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %describe_error(&e), "PostgreSQL connection ended");
+                }
+            });
+            Ok(client)
+        })?;
+        Ok(Arc::new(client))
+    }
+
+    /// Applies the migrations not applied yet, under a transaction-level advisory lock so that
+    /// processes starting together apply each once.
+    fn migrate(&self, client: &Arc<Client>) -> Result<(), LogError> {
+        let c = client.clone();
+        let applied: i32 = self.block(async move {
+            c.batch_execute(&format!(
+                "BEGIN;
+                 SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
+                 CREATE TABLE IF NOT EXISTS claimledger_schema (
+                     version integer PRIMARY KEY,
+                     applied_at timestamptz NOT NULL DEFAULT now()
+                 );"
+            ))
+            .await?;
+            let row = c
+                .query_one(
+                    "SELECT coalesce(max(version), 0) FROM claimledger_schema",
+                    &[],
+                )
+                .await?;
+            Ok(row.get(0))
+        })?;
+        let known = MIGRATIONS.len() as i32;
+        if applied > known {
+            let c = client.clone();
+            let _ = self.block(async move { c.batch_execute("ROLLBACK").await });
+            return Err(LogError::Database(format!(
+                "{}: the schema is at version {applied}, newer than this claimledger knows \
+                 ({known}); run a newer claimledger",
+                self.shown
+            )));
+        }
+        let todo: Vec<(i32, &'static str)> = MIGRATIONS
+            .iter()
+            .enumerate()
+            .map(|(i, sql)| (i as i32 + 1, *sql))
+            .filter(|(v, _)| *v > applied)
+            .collect();
+        let c = client.clone();
+        self.block(async move {
+            for (version, sql) in todo {
+                c.batch_execute(sql).await?;
+                c.execute(
+                    "INSERT INTO claimledger_schema (version) VALUES ($1)",
+                    &[&version],
+                )
+                .await?;
+                tracing::info!(version, "PostgreSQL schema migrated");
+            }
+            c.batch_execute("COMMIT").await
+        })
+    }
+
+    fn reader(&self) -> Arc<Client> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.readers[i].clone()
+    }
+
+    fn query(
+        &self,
+        sql: &'static str,
+        params: Vec<(Box<dyn ToSql + Send + Sync>, Type)>,
+    ) -> Result<Vec<Row>, LogError> {
+        let c = self.reader();
+        self.block(async move {
+            let p: Vec<(&(dyn ToSql + Sync), Type)> = params
+                .iter()
+                .map(|(v, t)| (&**v as &(dyn ToSql + Sync), t.clone()))
+                .collect();
+            c.query_typed(sql, &p).await
+        })
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Val>, LogError> {
+        match Keyspace::of(key) {
+            Keyspace::Entry(idx) => {
+                let rows = self.query(
+                    "SELECT idx, hashes, body FROM entries WHERE idx = $1",
+                    vec![(Box::new(idx), Type::INT8)],
+                )?;
+                rows.first().map(|r| packed(r).map(|(_, v)| v)).transpose()
+            }
+            Keyspace::State => {
+                let rows = self.query(
+                    "SELECT k, v FROM state WHERE k = $1",
+                    vec![(Box::new(key.to_vec()), Type::BYTEA)],
+                )?;
+                rows.first().map(|r| column(r, 1)).transpose()
+            }
+            Keyspace::Size => {
+                let rows = self.query("SELECT tree_size FROM head", vec![])?;
+                let size: i64 = rows
+                    .first()
+                    .ok_or_else(|| LogError::Corrupt("the head row is missing".into()))?
+                    .try_get(0)
+                    .map_err(|e| db(&self.shown, e))?;
+                Ok(Some(Val::Bytes(
+                    (size as u64).to_be_bytes().to_vec().into(),
+                )))
+            }
+            Keyspace::Checkpoint => {
+                let rows = self.query("SELECT checkpoint FROM head", vec![])?;
+                let note: Option<String> = rows
+                    .first()
+                    .ok_or_else(|| LogError::Corrupt("the head row is missing".into()))?
+                    .try_get(0)
+                    .map_err(|e| db(&self.shown, e))?;
+                Ok(note.map(|n| Val::Bytes(n.into_bytes().into())))
+            }
+            Keyspace::Meta => {
+                let rows = self.query(
+                    "SELECT k, v FROM meta WHERE k = $1",
+                    vec![(Box::new(key.to_vec()), Type::BYTEA)],
+                )?;
+                rows.first().map(|r| column(r, 1)).transpose()
+            }
+            Keyspace::None => Ok(None),
+        }
+    }
+
+    pub fn range(&self, start: &[u8], end: &[u8]) -> KvIter<'_> {
+        Box::new(PgRange {
+            kv: self,
+            space: Keyspace::of(start),
+            from: start.to_vec(),
+            end: end.to_vec(),
+            buf: VecDeque::new(),
+            done: start >= end,
+        })
+    }
+
+    pub fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Val, Val)>, LogError> {
+        if start >= end {
+            return Ok(None);
+        }
+        match (Keyspace::of(start), entry_bound(end)) {
+            (Keyspace::Entry(from), Some(to)) => {
+                let rows = self.query(
+                    "SELECT idx, hashes, body FROM entries WHERE idx >= $1 AND idx < $2 \
+                     ORDER BY idx DESC LIMIT 1",
+                    vec![(Box::new(from), Type::INT8), (Box::new(to), Type::INT8)],
+                )?;
+                rows.first()
+                    .map(|r| packed(r).map(|(i, v)| (entry_key(i), v)))
+                    .transpose()
+            }
+            (Keyspace::State, _) => {
+                let rows = self.query(
+                    "SELECT k, v FROM state WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT 1",
+                    vec![
+                        (Box::new(start.to_vec()), Type::BYTEA),
+                        (Box::new(end.to_vec()), Type::BYTEA),
+                    ],
+                )?;
+                rows.first()
+                    .map(|r| Ok((column(r, 0)?, column(r, 1)?)))
+                    .transpose()
+            }
+            _ => Err(LogError::Internal(
+                "a reverse scan over log metadata".into(),
+            )),
+        }
+    }
+
+    pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+        let c = self.reader();
+        let (k, v) = (key.to_vec(), value.to_vec());
+        self.block(async move {
+            c.execute(
+                "INSERT INTO meta (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = $2",
+                &[&k, &v],
+            )
+            .await
+        })?;
+        Ok(())
+    }
+
+    /// Whether this process's writer holds the sequencer lock.
+    pub fn leading(&self) -> bool {
+        self.writer
+            .lock()
+            .map(|w| w.epoch.is_some())
+            .unwrap_or(false)
+    }
+
+    /// See [`super::Kv::lead`]: keeps the lead while the writer's connection lives; otherwise
+    /// tries to take the lock (without waiting) and bumps the epoch.
+    pub fn lead(&self) -> Result<Lead, LogError> {
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| LogError::Internal("the sequencer's lock is poisoned".into()))?;
+        if w.epoch.is_some() && w.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(Lead::Continue);
+        }
+        w.epoch = None;
+        let client = match w.client.as_ref().filter(|c| !c.is_closed()) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.connect()?;
+                w.client = Some(c.clone());
+                c
+            }
+        };
+        let c = client.clone();
+        let epoch: Option<i64> = self.block(async move {
+            let row = c
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&SEQUENCER_LOCK])
+                .await?;
+            if !row.get::<_, bool>(0) {
+                return Ok(None);
+            }
+            let row = c
+                .query_one(
+                    "UPDATE head SET writer_epoch = writer_epoch + 1 RETURNING writer_epoch",
+                    &[],
+                )
+                .await?;
+            Ok(Some(row.get(0)))
+        })?;
+        match epoch {
+            Some(e) => {
+                tracing::info!(epoch = e, "this process now sequences the log");
+                w.epoch = Some(e);
+                Ok(Lead::Took)
+            }
+            None => Ok(Lead::Follower(
+                "another claimledger process sequences this log (it holds the sequencer lock \
+                 on the database); retry"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Steps down: drops the writer's connection, which releases the lock with its session.
+    fn step_down(&self, w: &mut Sequencer) {
+        w.epoch = None;
+        w.client = None;
+    }
+
+    /// Writes `group` in one transaction fenced by the epoch and the size it extends.
+    pub fn commit(&self, group: GroupWrite) -> Result<(), SyncFailure> {
+        let mut w = self.writer.lock().map_err(|_| {
+            SyncFailure::Final(LogError::Internal(
+                "the sequencer's lock is poisoned".into(),
+            ))
+        })?;
+        let (Some(client), Some(epoch)) = (w.client.clone(), w.epoch) else {
+            return Err(SyncFailure::Lost(LogError::Unavailable(
+                "this process does not sequence the log; retry".into(),
+            )));
+        };
+        let mut idx = Vec::with_capacity(group.entries.len());
+        let mut hashes = Vec::with_capacity(group.entries.len());
+        let mut bodies = Vec::with_capacity(group.entries.len());
+        for (i, p) in group.entries {
+            let (_, at) = unpack(&p).ok_or_else(|| {
+                SyncFailure::Final(LogError::Internal(format!("entry {i} is not packed")))
+            })?;
+            idx.push(i as i64);
+            hashes.push(p[1..at].to_vec());
+            bodies.push(p[at..].to_vec());
+        }
+        let (mut put_k, mut put_v, mut del_k) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, v) in group.state {
+            match v {
+                Some(v) => {
+                    put_k.push(k);
+                    put_v.push(v);
+                }
+                None => del_k.push(k),
+            }
+        }
+        let size = group.checkpoint.size as i64;
+        let prev = group.prev_size as i64;
+        let root = group.checkpoint.root.0.to_vec();
+        let note = group.checkpoint.note;
+        let c = client.clone();
+        let outcome = self.block(async move {
+            c.batch_execute("BEGIN").await?;
+            let fenced = c
+                .query_typed(
+                    "UPDATE head SET tree_size = $1, root = $2, checkpoint = $3 \
+                     WHERE writer_epoch = $4 AND tree_size = $5 RETURNING tree_size",
+                    &[
+                        (&size, Type::INT8),
+                        (&root, Type::BYTEA),
+                        (&note, Type::TEXT),
+                        (&epoch, Type::INT8),
+                        (&prev, Type::INT8),
+                    ],
+                )
+                .await?
+                .is_empty();
+            if fenced {
+                c.batch_execute("ROLLBACK").await?;
+                return Ok(false);
+            }
+            c.query_typed(
+                "INSERT INTO entries (idx, hashes, body) \
+                 SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[])",
+                &[
+                    (&idx, Type::INT8_ARRAY),
+                    (&hashes, Type::BYTEA_ARRAY),
+                    (&bodies, Type::BYTEA_ARRAY),
+                ],
+            )
+            .await?;
+            if !put_k.is_empty() {
+                c.query_typed(
+                    "INSERT INTO state (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                    &[(&put_k, Type::BYTEA_ARRAY), (&put_v, Type::BYTEA_ARRAY)],
+                )
+                .await?;
+            }
+            if !del_k.is_empty() {
+                c.query_typed(
+                    "DELETE FROM state WHERE k = ANY($1::bytea[])",
+                    &[(&del_k, Type::BYTEA_ARRAY)],
+                )
+                .await?;
+            }
+            c.query_typed(
+                "INSERT INTO checkpoints (tree_size, note) VALUES ($1, $2)",
+                &[(&size, Type::INT8), (&note, Type::TEXT)],
+            )
+            .await?;
+            c.batch_execute("COMMIT").await?;
+            Ok(true)
+        });
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.step_down(&mut w);
+                tracing::warn!(
+                    epoch,
+                    "fenced: another process sequences the log now; stepping down"
+                );
+                Err(SyncFailure::Lost(LogError::Unavailable(
+                    "another claimledger process took over sequencing this log; retry".into(),
+                )))
+            }
+            Err(e) => {
+                // Whether the transaction committed is unknown if the connection broke at
+                // COMMIT: stepping down makes the next group re-read the head either way.
+                self.step_down(&mut w);
+                Err(SyncFailure::Lost(e))
+            }
+        }
+    }
+
+    /// The stored size and checkpoint note (for followers).
+    pub fn head(&self) -> Result<(u64, Option<String>), LogError> {
+        let rows = self.query("SELECT tree_size, checkpoint FROM head", vec![])?;
+        let row = rows
+            .first()
+            .ok_or_else(|| LogError::Corrupt("the head row is missing".into()))?;
+        let size: i64 = row.try_get(0).map_err(|e| db(&self.shown, e))?;
+        let note: Option<String> = row.try_get(1).map_err(|e| db(&self.shown, e))?;
+        Ok((size as u64, note))
+    }
+}
+
+impl Drop for PgKv {
+    fn drop(&mut self) {
+        // A runtime may not be dropped where blocking is not allowed (inside another runtime).
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Which table a key lives in.
+#[derive(Clone, Copy, Debug)]
+enum Keyspace {
+    Entry(i64),
+    State,
+    Size,
+    Checkpoint,
+    Meta,
+    None,
+}
+
+impl Keyspace {
+    fn of(key: &[u8]) -> Keyspace {
+        match key.first() {
+            Some(&ENTRY) if key.len() == 9 => match be64(&key[1..]) {
+                Some(i) => Keyspace::Entry(i64::try_from(i).unwrap_or(i64::MAX)),
+                None => Keyspace::None,
+            },
+            Some(&crate::log::apply::INDEX_PREFIX) => Keyspace::State,
+            Some(b'm') if key == META_SIZE => Keyspace::Size,
+            Some(b'm') if key == META_CHECKPOINT => Keyspace::Checkpoint,
+            Some(b'm') => Keyspace::Meta,
+            _ => Keyspace::None,
+        }
+    }
+}
+
+/// The index an entry range's end key bounds (exclusive).
+fn entry_bound(end: &[u8]) -> Option<i64> {
+    match Keyspace::of(end) {
+        Keyspace::Entry(i) => Some(i),
+        _ if end.first().is_some_and(|b| *b > ENTRY) => Some(i64::MAX),
+        _ => None,
+    }
+}
+
+fn entry_key(index: i64) -> Val {
+    Val::Bytes(crate::log::store::key(ENTRY, index as u64).to_vec().into())
+}
+
+fn column(row: &Row, i: usize) -> Result<Val, LogError> {
+    let v: Vec<u8> = row
+        .try_get(i)
+        .map_err(|e| LogError::Database(format!("reading a row: {}", describe_error(&e))))?;
+    Ok(Val::Bytes(v.into()))
+}
+
+/// An entries row as the packed value `store` reads: hash count ‖ hashes ‖ entry bytes.
+fn packed(row: &Row) -> Result<(i64, Val), LogError> {
+    let bad = |e: tokio_postgres::Error| {
+        LogError::Database(format!("reading an entry row: {}", describe_error(&e)))
+    };
+    let idx: i64 = row.try_get(0).map_err(bad)?;
+    let hashes: &[u8] = row.try_get(1).map_err(bad)?;
+    let body: &[u8] = row.try_get(2).map_err(bad)?;
+    if hashes.is_empty() || hashes.len() % 32 != 0 || hashes.len() / 32 > 65 {
+        return Err(LogError::Tampered {
+            index: idx as u64,
+            reason: format!("{} bytes of stored hashes", hashes.len()),
+        });
+    }
+    let mut v = Vec::with_capacity(1 + hashes.len() + body.len());
+    v.push((hashes.len() / 32) as u8);
+    v.extend_from_slice(hashes);
+    v.extend_from_slice(body);
+    Ok((idx, Val::Bytes(v.into())))
+}
+
+/// A forward range scan, a page of rows per query.
+struct PgRange<'a> {
+    kv: &'a PgKv,
+    space: Keyspace,
+    /// The next key to read from (inclusive).
+    from: Vec<u8>,
+    end: Vec<u8>,
+    buf: VecDeque<(Val, Val)>,
+    done: bool,
+}
+
+impl PgRange<'_> {
+    fn fill(&mut self) -> Result<(), LogError> {
+        match self.space {
+            Keyspace::Entry(_) => {
+                let (Keyspace::Entry(from), Some(to)) =
+                    (Keyspace::of(&self.from), entry_bound(&self.end))
+                else {
+                    self.done = true;
+                    return Ok(());
+                };
+                let rows = self.kv.query(
+                    "SELECT idx, hashes, body FROM entries WHERE idx >= $1 AND idx < $2 \
+                     ORDER BY idx LIMIT $3",
+                    vec![
+                        (Box::new(from), Type::INT8),
+                        (Box::new(to), Type::INT8),
+                        (Box::new(PAGE), Type::INT8),
+                    ],
+                )?;
+                if (rows.len() as i64) < PAGE {
+                    self.done = true;
+                }
+                for r in &rows {
+                    let (i, v) = packed(r)?;
+                    self.buf.push_back((entry_key(i), v));
+                    self.from = crate::log::store::key(ENTRY, i as u64 + 1).to_vec();
+                }
+            }
+            Keyspace::State => {
+                let rows = self.kv.query(
+                    "SELECT k, v FROM state WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+                    vec![
+                        (Box::new(self.from.clone()), Type::BYTEA),
+                        (Box::new(self.end.clone()), Type::BYTEA),
+                        (Box::new(PAGE), Type::INT8),
+                    ],
+                )?;
+                if (rows.len() as i64) < PAGE {
+                    self.done = true;
+                }
+                for r in &rows {
+                    let k = column(r, 0)?;
+                    // The next page starts just after this key.
+                    let mut next = k.to_vec();
+                    next.push(0);
+                    self.from = next;
+                    self.buf.push_back((k, column(r, 1)?));
+                }
+            }
+            _ => self.done = true,
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for PgRange<'_> {
+    type Item = Result<(Val, Val), LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() && !self.done {
+            if let Err(e) = self.fill() {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
+        self.buf.pop_front().map(Ok)
+    }
+}
