@@ -55,7 +55,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the gRPC server on an embedded sled data directory.
+    /// Run the gRPC server on an embedded sled data directory (or on PostgreSQL: --store).
     Serve(local::ServeArgs),
     /// Audit a data directory offline: re-hash every entry, check the chain, the tree and the
     /// signed checkpoint; report the first bad index.
@@ -65,6 +65,9 @@ enum Cmd {
     /// Say what continuing from a damaged data directory would lose; with --accept-loss, do it
     /// (offline): keep what sled still holds and make its checkpoint the latest again.
     Recover(local::RecoverArgs),
+    /// Copy a log to another store (sled to PostgreSQL or back), checking every entry and the
+    /// root at the end against the signed checkpoint (offline: stop the servers first).
+    Migrate(local::MigrateArgs),
     /// Load sources, claims, evidence, grades, verdicts and retractions from JSON lines.
     Import(import::ImportArgs),
     /// Sources: register, grade, get, list.
@@ -136,6 +139,7 @@ pub fn main() -> ExitCode {
             Cmd::Verify(a) => local::verify(a).await,
             Cmd::Reindex(a) => local::reindex(a).await,
             Cmd::Recover(a) => local::recover(a).await,
+            Cmd::Migrate(a) => local::migrate(a).await,
             Cmd::Import(a) => import::run(a).await,
             Cmd::Source { cmd, opts } => source::run(cmd, &opts).await,
             Cmd::Claim { cmd, opts } => claim::run(cmd, &opts).await,

@@ -26,6 +26,7 @@ mod error;
 mod follow;
 pub(crate) mod guard;
 pub mod kv;
+pub mod migrate;
 pub mod offline;
 pub(crate) mod store;
 pub mod verify;
@@ -92,6 +93,9 @@ pub const MAX_ENTRY: usize = 65_535;
 /// Room for the envelope around the body and the actor: index (≤ 11 bytes), previous hash (34),
 /// time (≤ 24), and the actor's and body's tags and lengths (≤ 8).
 const ENVELOPE_SLACK: usize = 80;
+
+/// The metadata key under which a log kept in PostgreSQL records its verifier key.
+pub(crate) const META_VERIFIER_KEY: &[u8] = b"mverifier-key";
 
 /// The origin of a data directory created without one.
 pub const DEFAULT_ORIGIN: &str = "claimledger.example/log";
@@ -212,6 +216,21 @@ impl Log {
         } else {
             Checkpointer::load(&dir, &origin)?
         });
+        if let Some(pg) = store.kv().postgres() {
+            // Processes sharing a database must sign with one key: the first to open an empty
+            // database records its verifier key, and every other must hold the same key.
+            let recorded =
+                pg.settle_meta(META_VERIFIER_KEY, checkpointer.verifier_key().as_bytes())?;
+            if recorded != checkpointer.verifier_key().as_bytes() {
+                return Err(LogError::Unverified(format!(
+                    "{}/log.key is not the key of the log in {} (its verifier key is {}); copy \
+                     log.key from a data directory of a process serving this log",
+                    dir.display(),
+                    pg.describe(),
+                    String::from_utf8_lossy(&recorded)
+                )));
+            }
+        }
         let external = opts.external_checkpoint;
         let outside = if external {
             checkpoint_file::read(&dir, &checkpointer)?

@@ -101,6 +101,20 @@ pub struct ServeArgs {
 }
 
 #[derive(Args)]
+pub struct MigrateArgs {
+    /// The log to copy: `sled:DIR` or `postgres://…`.
+    #[arg(long, value_name = "STORE")]
+    from: String,
+    /// Where to copy it: an empty `sled:DIR` (created) or an empty `postgres://…` database.
+    #[arg(long, value_name = "STORE")]
+    to: String,
+    /// A data directory holding the log's `log.key`, needed when the source is PostgreSQL (a
+    /// sled source's own directory is used otherwise). A sled target gets a copy of the key.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
 pub struct DirArgs {
     /// Data directory.
     #[arg(
@@ -414,6 +428,38 @@ pub async fn verify(a: DirArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `reindex`: rebuilds the ledger state and the query index from the log, which it only reads.
+/// `claimledger migrate`: copies a log between stores and says what it checked.
+pub async fn migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let from =
+        log::migrate::Location::parse(&a.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let to = log::migrate::Location::parse(&a.to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    let done = tokio::task::spawn_blocking(move || -> anyhow::Result<log::migrate::Migrated> {
+        let mut pb: Option<indicatif::ProgressBar> = None;
+        let done = log::migrate::copy(
+            &from,
+            &to,
+            a.data_dir.as_deref(),
+            Arc::new(LedgerApply),
+            &mut |copied, total| {
+                pb.get_or_insert_with(|| bar(total)).set_position(copied);
+            },
+        )?;
+        if let Some(pb) = pb {
+            pb.finish_and_clear();
+        }
+        Ok(done)
+    })
+    .await??;
+    println!(
+        "copied {} entries; every entry re-hashed and applied, root {} equals the source's \
+         signed checkpoint",
+        done.size,
+        super::output::hex(&done.root.0)
+    );
+    println!("the query index is rebuilt by `serve` on first start");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn reindex(a: DirArgs) -> anyhow::Result<ExitCode> {
     let dir = a.data_dir.clone();
     let n = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {

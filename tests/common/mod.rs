@@ -116,16 +116,37 @@ impl TestServer {
         Self::start_with(dir, claimledger::api::auth::Auth::default(), apply).await
     }
 
+    /// Like [`TestServer::start`], with the log opened with `options` (a given database, say),
+    /// whatever the current test's store.
+    pub async fn start_with_options(dir: &Path, options: claimledger::log::Options) -> TestServer {
+        Self::start_opened(
+            dir,
+            claimledger::api::auth::Auth::default(),
+            Arc::new(claimledger::ledger::LedgerApply),
+            options,
+        )
+        .await
+    }
+
     async fn start_with(
         dir: &Path,
         auth: claimledger::api::auth::Auth,
         apply: Arc<dyn claimledger::log::Apply>,
     ) -> TestServer {
+        Self::start_opened(dir, auth, apply, log_options(dir)).await
+    }
+
+    async fn start_opened(
+        dir: &Path,
+        auth: claimledger::api::auth::Auth,
+        apply: Arc<dyn claimledger::log::Apply>,
+        options: claimledger::log::Options,
+    ) -> TestServer {
         // sled releases its file lock from a background thread after the last handle drops,
         // so a restart right after `stop` may briefly find the directory still locked.
         let mut tries = 0;
         let log = loop {
-            match claimledger::log::Log::open(dir, log_options(dir), apply.clone()) {
+            match claimledger::log::Log::open(dir, options.clone(), apply.clone()) {
                 Ok(log) => break log,
                 Err(e) if tries < 100 && e.to_string().contains("lock") => {
                     tries += 1;

@@ -47,6 +47,11 @@ pub const SEQUENCER_LOCK: i64 = 0x636c_6169_6d73_6571;
 /// The transaction-level advisory lock taken while migrating.
 const MIGRATION_LOCK: i64 = 0x636c_6169_6d6d_6967;
 
+/// The `application_name` of the writer's connection, which holds the sequencer lock.
+pub const SEQUENCER_NAME: &str = "claimledger-sequencer";
+/// The `application_name` of the read connections.
+pub const READER_NAME: &str = "claimledger";
+
 /// Connections for reads, shared round robin (a connection pipelines concurrent queries).
 const READERS: usize = 4;
 /// Rows fetched per query by a range scan.
@@ -141,11 +146,11 @@ impl PgKv {
                 epoch: None,
             }),
         };
-        let first = kv.connect()?;
+        let first = kv.connect(READER_NAME)?;
         kv.migrate(&first)?;
         kv.readers.push(first);
         for _ in 1..READERS {
-            let c = kv.connect()?;
+            let c = kv.connect(READER_NAME)?;
             kv.readers.push(c);
         }
         Ok(kv)
@@ -168,20 +173,38 @@ impl PgKv {
         rt.spawn(async move {
             let _ = tx.send(f.await);
         });
-        rx.recv()
+        // Inside a multi-threaded runtime (a request handler), the wait is announced, so the
+        // runtime moves this worker's other tasks to another thread instead of stalling them
+        // for the round trip: concurrent reads then wait side by side, not one per worker.
+        let wait = || rx.recv();
+        let answer = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        };
+        answer
             .map_err(|_| LogError::Database("the PostgreSQL runtime stopped".into()))?
             .map_err(|e| db(&self.shown, e))
     }
 
-    fn connect(&self) -> Result<Arc<Client>, LogError> {
-        let url = self.url.clone();
+    /// A new connection, named `application_name` in `pg_stat_activity` (an operator can
+    /// tell the sequencer's connection from the readers').
+    fn connect(&self, application_name: &'static str) -> Result<Arc<Client>, LogError> {
+        let mut config: tokio_postgres::Config = self
+            .url
+            .parse()
+            .map_err(|e| LogError::Database(format!("{}: {e}", self.shown)))?;
+        if config.get_application_name().is_none() {
+            config.application_name(application_name);
+        }
         let rt = self
             .rt
             .as_ref()
             .ok_or_else(|| LogError::Database("the PostgreSQL connection is closed".into()))?;
         let handle = rt.handle().clone();
         let client = self.block(async move {
-            let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+            let (client, connection) = config.connect(NoTls).await?;
             handle.spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(error = %describe_error(&e), "PostgreSQL connection ended");
@@ -199,6 +222,7 @@ impl PgKv {
         let applied: i32 = self.block(async move {
             c.batch_execute(&format!(
                 "BEGIN;
+                 SET LOCAL client_min_messages = warning;
                  SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
                  CREATE TABLE IF NOT EXISTS claimledger_schema (
                      version integer PRIMARY KEY,
@@ -369,6 +393,24 @@ impl PgKv {
         Ok(())
     }
 
+    /// The value of metadata `key`: the one stored, or `value`, stored now if there was none
+    /// (the first of several processes to ask wins).
+    pub fn settle_meta(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, LogError> {
+        let c = self.reader();
+        let (k, v) = (key.to_vec(), value.to_vec());
+        self.block(async move {
+            c.execute(
+                "INSERT INTO meta (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING",
+                &[&k, &v],
+            )
+            .await?;
+            let row = c
+                .query_one("SELECT v FROM meta WHERE k = $1", &[&k])
+                .await?;
+            Ok(row.get(0))
+        })
+    }
+
     /// Whether this process's writer holds the sequencer lock.
     pub fn leading(&self) -> bool {
         self.writer
@@ -391,7 +433,7 @@ impl PgKv {
         let client = match w.client.as_ref().filter(|c| !c.is_closed()) {
             Some(c) => c.clone(),
             None => {
-                let c = self.connect()?;
+                let c = self.connect(SEQUENCER_NAME)?;
                 w.client = Some(c.clone());
                 c
             }
