@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod claims;
 pub mod error;
+pub mod forward;
 pub mod log;
 pub mod server;
 pub mod sources;

@@ -84,6 +84,9 @@ pub struct Options {
     /// `postgres://` URL ([`kv::postgres`]); the data directory then holds only the signing key
     /// and the query index. The checkpoint file outside sled is a sled matter and not kept.
     pub postgres: Option<String>,
+    /// With PostgreSQL: the URL other processes forward writes to while this one sequences
+    /// (`api::forward`). `None`: writes sent to others while this one leads are refused there.
+    pub advertise: Option<String>,
 }
 
 /// The largest entry, in bytes: what a C2SP tlog-tiles entry bundle can hold (a 16-bit length
@@ -109,6 +112,7 @@ impl Default for Options {
             rehash_on_open: true,
             external_checkpoint: true,
             postgres: None,
+            advertise: None,
         }
     }
 }
@@ -189,7 +193,7 @@ impl Log {
             None => Store::open(&dir)?,
             Some(url) => {
                 opts.external_checkpoint = false;
-                let kv = kv::postgres::PgKv::open(url)?;
+                let kv = kv::postgres::PgKv::open(url, opts.advertise.clone())?;
                 Store::over(&dir, kv::Kv::Postgres(Arc::new(kv)))
             }
         };
@@ -241,11 +245,15 @@ impl Log {
             checkpoint_file::check_size(&dir, &store, outside.as_ref())?;
         }
         store.startup_check(&checkpointer, opts.rehash_on_open)?;
-        let size = store.size()?;
-        let signed = if store.has_checkpoint()? {
-            store.latest_checkpoint()?
-        } else {
-            checkpointer.sign(size, store.root_at(size, size)?)?
+        // Read again, as one: with PostgreSQL another process may have committed since the check
+        // (its checkpoint is then verified too).
+        let (size, stored) = store.head()?;
+        let signed = match stored {
+            Some(s) => {
+                checkpointer.verify(s.note.as_bytes())?;
+                s
+            }
+            None => checkpointer.sign(size, store.root_at(size, size)?)?,
         };
         if external {
             checkpoint_file::check_root(&dir, &store, outside.as_ref())?;
@@ -524,6 +532,20 @@ impl Log {
             });
         }
         self.store.leaf_hash_at(index)
+    }
+
+    /// Whether other processes may append to this log too (it is kept in PostgreSQL).
+    pub fn shared(&self) -> bool {
+        self.store.kv().postgres().is_some()
+    }
+
+    /// The URL of another process that sequences this log, to forward writes to; `None` when
+    /// this process sequences or may take the lead (or the log is not shared).
+    pub fn sequencer_elsewhere(&self) -> Result<Option<String>, LogError> {
+        match self.store.kv().postgres() {
+            Some(pg) => pg.sequencer_elsewhere(),
+            None => Ok(None),
+        }
     }
 
     /// Read access to the domain indexes (written by the writer through [`Apply`]).

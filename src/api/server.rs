@@ -203,6 +203,7 @@ pub async fn serve(
         .layer(crate::http::metrics::MetricsLayer::new(metrics))
         .layer(RequestErrorsLayer)
         .layer(AuthLayer::new(config.auth))
+        .layer(super::forward::ForwardLayer::new(ctx.log.clone()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop_rx.await;

@@ -44,6 +44,11 @@ pub struct ServeArgs {
         value_name = "sled[:DIR]|postgres://…"
     )]
     store: Option<String>,
+    /// With `--store postgres://…`: the URL other `serve` processes of the same database reach
+    /// this one at, to forward writes while it sequences (default: `http://` or `https://`
+    /// and the listening address, unless that is 0.0.0.0 or ::).
+    #[arg(long, env = "CLAIMLEDGER_ADVERTISE_URL", value_name = "URL")]
+    advertise_url: Option<String>,
     /// Address to listen on.
     #[arg(long, env = "CLAIMLEDGER_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
@@ -229,10 +234,17 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         ..Limits::default()
     };
     let (data_dir, postgres) = store_choice(&a.data_dir, a.store.as_deref())?;
+    // Where other processes sharing a PostgreSQL log forward writes while this one sequences:
+    // the given URL, or this listening address when it names one host.
+    let advertise = a.advertise_url.clone().or_else(|| {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        (!addr.ip().is_unspecified()).then(|| format!("{scheme}://{addr}"))
+    });
     let opts = Options {
         origin: a.origin.clone(),
         rehash_on_open: !a.quick_open,
         postgres: postgres.clone(),
+        advertise,
         ..Options::default()
     };
     let a = ServeArgs { data_dir, ..a };

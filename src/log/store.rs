@@ -209,6 +209,22 @@ impl Store {
         self.kv.contains(META_CHECKPOINT)
     }
 
+    /// The committed size and the checkpoint committed with it, read together: with
+    /// PostgreSQL another process may commit between two separate reads.
+    pub fn head(&self) -> Result<(u64, Option<SignedCheckpoint>), LogError> {
+        if let Some(pg) = self.kv.postgres() {
+            let (size, note) = pg.head()?;
+            return Ok((size, note.map(parse_checkpoint).transpose()?));
+        }
+        let size = self.size()?;
+        let cp = if self.has_checkpoint()? {
+            Some(self.latest_checkpoint()?)
+        } else {
+            None
+        };
+        Ok((size, cp))
+    }
+
     /// The latest signed checkpoint as committed with the last group.
     pub fn latest_checkpoint(&self) -> Result<SignedCheckpoint, LogError> {
         let note = self
@@ -217,14 +233,7 @@ impl Store {
             .ok_or_else(|| LogError::Corrupt("no checkpoint stored".into()))?;
         let text = String::from_utf8(note.to_vec())
             .map_err(|_| LogError::Corrupt("checkpoint is not UTF-8".into()))?;
-        let body = text.split("\n\n").next().unwrap_or_default();
-        let cp = tlog_tiles::Checkpoint::from_bytes(format!("{body}\n").as_bytes())
-            .map_err(|_| LogError::Corrupt("stored checkpoint is malformed".into()))?;
-        Ok(SignedCheckpoint {
-            size: cp.size(),
-            root: *cp.hash(),
-            note: text,
-        })
+        parse_checkpoint(text)
     }
 
     /// The stored bytes of entry `index` (exactly what was hashed).
@@ -359,11 +368,15 @@ impl Store {
     /// signature must verify; with `rehash`, every entry is re-hashed and the tree rebuilt from
     /// the entries must match too. A mismatch names the first bad index.
     pub(crate) fn startup_check(&self, cp: &Checkpointer, rehash: bool) -> Result<(), LogError> {
-        let size = self.size()?;
-        if size == 0 && !self.kv.contains(META_CHECKPOINT)? {
-            return Ok(());
-        }
-        let stored = self.latest_checkpoint()?;
+        let (size, stored) = self.head()?;
+        let Some(stored) = stored else {
+            if size == 0 {
+                return Ok(());
+            }
+            return Err(LogError::Corrupt(format!(
+                "{size} entries are stored but no checkpoint"
+            )));
+        };
         cp.verify(stored.note.as_bytes())?;
         if stored.size != size {
             return Err(LogError::Corrupt(format!(
@@ -394,6 +407,19 @@ impl Store {
             ))),
         }
     }
+}
+
+/// A stored checkpoint note as a [`SignedCheckpoint`] (its signature is checked by callers
+/// that need to: the start-up check, followers).
+fn parse_checkpoint(text: String) -> Result<SignedCheckpoint, LogError> {
+    let body = text.split("\n\n").next().unwrap_or_default();
+    let cp = tlog_tiles::Checkpoint::from_bytes(format!("{body}\n").as_bytes())
+        .map_err(|_| LogError::Corrupt("stored checkpoint is malformed".into()))?;
+    Ok(SignedCheckpoint {
+        size: cp.size(),
+        root: *cp.hash(),
+        note: text,
+    })
 }
 
 /// Reads stored hashes for `tlog_tiles`.

@@ -44,6 +44,8 @@ use crate::log::store::{be64, SyncFailure, ENTRY, META_CHECKPOINT, META_SIZE};
 
 /// The advisory lock (a 64-bit key) the sequencer holds: "claimledger-sequencer" hashed.
 pub const SEQUENCER_LOCK: i64 = 0x636c_6169_6d73_6571;
+/// The metadata key holding the URL the sequencer is reached at.
+const META_SEQUENCER: &[u8] = b"msequencer";
 /// The transaction-level advisory lock taken while migrating.
 const MIGRATION_LOCK: i64 = 0x636c_6169_6d6d_6967;
 
@@ -88,6 +90,9 @@ pub(crate) struct PgKv {
     readers: Vec<Arc<Client>>,
     next: AtomicUsize,
     writer: Mutex<Sequencer>,
+    /// The URL other processes forward writes to while this one sequences (`None`: not
+    /// reachable from them; writes sent elsewhere are then refused there).
+    advertise: Option<String>,
 }
 
 /// The writer's own connection, on which it holds the sequencer lock.
@@ -127,7 +132,7 @@ pub fn redact(url: &str) -> String {
 impl PgKv {
     /// Connects to `url`, applies the migrations this version knows, and keeps
     /// [`READERS`] connections for reads.
-    pub fn open(url: &str) -> Result<PgKv, LogError> {
+    pub fn open(url: &str, advertise: Option<String>) -> Result<PgKv, LogError> {
         let shown = redact(url);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -145,6 +150,7 @@ impl PgKv {
                 client: None,
                 epoch: None,
             }),
+            advertise,
         };
         let first = kv.connect(READER_NAME)?;
         kv.migrate(&first)?;
@@ -413,9 +419,10 @@ impl PgKv {
 
     /// Whether this process's writer holds the sequencer lock.
     pub fn leading(&self) -> bool {
+        // A session PostgreSQL ended (terminated, partitioned) has lost the lock with it.
         self.writer
             .lock()
-            .map(|w| w.epoch.is_some())
+            .map(|w| w.epoch.is_some() && w.client.as_ref().is_some_and(|c| !c.is_closed()))
             .unwrap_or(false)
     }
 
@@ -439,6 +446,7 @@ impl PgKv {
             }
         };
         let c = client.clone();
+        let advertise = self.advertise.clone();
         let epoch: Option<i64> = self.block(async move {
             let row = c
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&SEQUENCER_LOCK])
@@ -452,6 +460,21 @@ impl PgKv {
                     &[],
                 )
                 .await?;
+            // Where the others forward writes to from now on (nowhere, without a URL).
+            match advertise {
+                Some(url) => {
+                    c.execute(
+                        "INSERT INTO meta (k, v) VALUES ($1, $2) \
+                         ON CONFLICT (k) DO UPDATE SET v = $2",
+                        &[&META_SEQUENCER, &url.into_bytes()],
+                    )
+                    .await?;
+                }
+                None => {
+                    c.execute("DELETE FROM meta WHERE k = $1", &[&META_SEQUENCER])
+                        .await?;
+                }
+            }
             Ok(Some(row.get(0)))
         })?;
         match epoch {
@@ -466,6 +489,32 @@ impl PgKv {
                     .into(),
             )),
         }
+    }
+
+    /// The URL of the process that sequences the log, if that is another live process that
+    /// recorded one: its lock is held (its session lives) and it is not this process.
+    pub fn sequencer_elsewhere(&self) -> Result<Option<String>, LogError> {
+        if self.leading() {
+            return Ok(None);
+        }
+        let rows = self.query(
+            "SELECT v, EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND classid::bigint = $2 AND objid::bigint = $3 AND objsubid = 1) \
+             FROM meta WHERE k = $1",
+            vec![
+                (Box::new(META_SEQUENCER.to_vec()), Type::BYTEA),
+                (Box::new(SEQUENCER_LOCK >> 32), Type::INT8),
+                (Box::new(SEQUENCER_LOCK & 0xffff_ffff), Type::INT8),
+            ],
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let url: Vec<u8> = row.try_get(0).map_err(|e| db(&self.shown, e))?;
+        let held: bool = row.try_get(1).map_err(|e| db(&self.shown, e))?;
+        let url = String::from_utf8_lossy(&url).into_owned();
+        Ok((held && self.advertise.as_deref() != Some(url.as_str())).then_some(url))
     }
 
     /// Steps down: drops the writer's connection, which releases the lock with its session.
