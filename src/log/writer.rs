@@ -577,6 +577,9 @@ impl Writer {
             ))),
         };
         if let Err(e) = lead {
+            if let Some(prev) = prev {
+                self.finish(prev, None, size_tx);
+            }
             let refusal = AppendError::from(e);
             for req in group {
                 let _ = req.reply.send(Err(clone_refusal(&refusal)));
