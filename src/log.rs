@@ -87,6 +87,10 @@ pub struct Options {
     /// With PostgreSQL: the URL other processes forward writes to while this one sequences
     /// (`api::forward`). `None`: writes sent to others while this one leads are refused there.
     pub advertise: Option<String>,
+    /// With PostgreSQL: a streaming replica of the database to read the log from
+    /// (`serve --read-store`). Such a process shows only what the replica has, forwards writes
+    /// and never sequences.
+    pub read_postgres: Option<String>,
 }
 
 /// The largest entry, in bytes: what a C2SP tlog-tiles entry bundle can hold (a 16-bit length
@@ -113,6 +117,7 @@ impl Default for Options {
             external_checkpoint: true,
             postgres: None,
             advertise: None,
+            read_postgres: None,
         }
     }
 }
@@ -193,7 +198,11 @@ impl Log {
             None => Store::open(&dir)?,
             Some(url) => {
                 opts.external_checkpoint = false;
-                let kv = kv::postgres::PgKv::open(url, opts.advertise.clone())?;
+                let kv = kv::postgres::PgKv::open(
+                    url,
+                    opts.advertise.clone(),
+                    opts.read_postgres.as_deref(),
+                )?;
                 Store::over(&dir, kv::Kv::Postgres(Arc::new(kv)))
             }
         };

@@ -17,7 +17,10 @@
 //! 7. a follower takes over from a dead leader although another log on the same PostgreSQL
 //!    server (another database) has a live leader;
 //! 8. while the sequencer lives, a write sent to a follower is forwarded to it and answered
-//!    with its receipt, never refused.
+//!    with its receipt, never refused;
+//! 9. a process reading from a streaming replica (`--read-store`) never shows a size the
+//!    primary has not committed and signed, stays consistent while the replica is paused,
+//!    catches up, and forwards writes.
 //!
 //! Every process is killed (SIGKILL) when its [`Node`] guard drops, also when a test panics.
 
@@ -62,17 +65,25 @@ struct Node {
     store: String,
     proc: Option<ServeProcess>,
     url: String,
+    /// More `serve` flags (`--read-store …`).
+    extra: Vec<String>,
 }
 
 impl Node {
     /// Starts `serve` on `dir` (created if missing) and waits for its listening line.
     async fn start(name: &'static str, dir: &Path, store: &str) -> Node {
+        Self::start_with(name, dir, store, Vec::new()).await
+    }
+
+    /// [`Node::start`] with more `serve` flags.
+    async fn start_with(name: &'static str, dir: &Path, store: &str, extra: Vec<String>) -> Node {
         let mut node = Node {
             name,
             dir: dir.to_path_buf(),
             store: store.to_string(),
             proc: None,
             url: String::new(),
+            extra,
         };
         node.spawn().await;
         node
@@ -93,7 +104,7 @@ impl Node {
     /// (`ServeProcess::start` panics then, on its own thread; the panic is caught here).
     async fn try_spawn(&mut self) -> Result<(), String> {
         assert!(self.proc.is_none(), "{} is already running", self.name);
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "--data-dir".into(),
             self.dir.display().to_string(),
             "--addr".into(),
@@ -101,6 +112,7 @@ impl Node {
             "--store".into(),
             self.store.clone(),
         ];
+        args.extend(self.extra.iter().cloned());
         // ServeProcess::start blocks (at most 30 s) reading the child's stderr.
         match tokio::task::spawn_blocking(move || ServeProcess::start(args)).await {
             Ok(p) => {
@@ -1496,4 +1508,117 @@ async fn a_write_to_a_follower_is_forwarded_to_the_sequencer() {
     let fin = check_one_history(&mut a, &vk, &acked).await;
     assert_eq!(fin.size, 11);
     wait_for_checkpoint(&mut b, "B", &fin.note, Duration::from_secs(2)).await;
+}
+
+/// 9. A process reading the log from a streaming replica never runs ahead of the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_reading_a_replica_never_runs_ahead_of_the_primary() {
+    const DB: &str = "sp_replica";
+    let root = tempfile::tempdir().unwrap();
+    let store = database(DB);
+    let a = Node::start("A", &root.path().join("A"), &store).await;
+    let mut ca = a.clients().await;
+    let vk = ca.verifier_key().await;
+    let first = register_request("rep-0");
+    let r0 = try_write(&mut ca, &first).await.expect("A takes the lead");
+
+    // The replica is made from the primary now, and follows it.
+    let replica = tokio::task::block_in_place(|| {
+        pg::cluster()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .start_replica()
+            .unwrap_or_else(|e| panic!("start a replica: {e}"))
+    });
+    let dir_r = root.path().join("R");
+    std::fs::create_dir_all(&dir_r).unwrap();
+    std::fs::copy(a.dir.join("log.key"), dir_r.join("log.key")).unwrap();
+    let r = Node::start_with(
+        "R",
+        &dir_r,
+        &store,
+        vec!["--read-store".into(), replica.url(DB)],
+    )
+    .await;
+    let mut cr = r.clients().await;
+    let mut acked = vec![Acked {
+        request_id: first.request_id.clone(),
+        receipt: r0,
+        by: "A".into(),
+        at: Instant::now(),
+    }];
+
+    // Under writes (to both: R forwards), what R serves is never beyond the primary's head, and
+    // every checkpoint it serves is signed by the log.
+    for i in 1..=30 {
+        let req = register_request(&format!("rep-{i}"));
+        let target = if i % 2 == 0 { &mut ca } else { &mut cr };
+        let rec = try_write(target, &req)
+            .await
+            .unwrap_or_else(|s| panic!("{}: {:?} {}", req.request_id, s.code(), s.message()));
+        acked.push(Acked {
+            request_id: req.request_id.clone(),
+            receipt: rec,
+            by: if i % 2 == 0 {
+                "A".into()
+            } else {
+                "R (forwarded)".into()
+            },
+            at: Instant::now(),
+        });
+        let seen = checkpoint(&mut cr).await;
+        let primary = tokio::task::block_in_place(|| psql_i64(DB, "SELECT tree_size FROM head"));
+        assert!(
+            seen.size as i64 <= primary,
+            "R serves size {} while the primary holds {primary}",
+            seen.size
+        );
+        verify_note(&seen.note, &vk);
+    }
+
+    // With the replica's replay paused, R stays where the replica is, consistently, while the
+    // primary moves on.
+    replica
+        .psql(DB, "SELECT pg_wal_replay_pause()")
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = checkpoint(&mut cr).await;
+    for i in 31..=40 {
+        let req = register_request(&format!("rep-{i}"));
+        let rec = try_write(&mut ca, &req).await.expect("A appends");
+        acked.push(Acked {
+            request_id: req.request_id.clone(),
+            receipt: rec,
+            by: "A".into(),
+            at: Instant::now(),
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let still = checkpoint(&mut cr).await;
+    assert_eq!(
+        still.size, held.size,
+        "R does not move while its replica is paused"
+    );
+    let primary = tokio::task::block_in_place(|| psql_i64(DB, "SELECT tree_size FROM head"));
+    assert!(primary as u64 > still.size, "the primary moved on");
+    // What R serves at its size is whole: every entry up to it, hashing to its checkpoint.
+    let got = entries(&mut cr, 0, still.size).await;
+    assert_eq!(got.len() as u64, still.size);
+    let leaves: Vec<[u8; 32]> = got.iter().map(|e| leaf_hash(&e.data)).collect();
+    assert_eq!(
+        tree_root(&leaves).to_vec(),
+        still.root_hash,
+        "R's entries make R's signed root"
+    );
+
+    // Resumed, R catches up with the primary.
+    replica
+        .psql(DB, "SELECT pg_wal_replay_resume()")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fin = check_one_history(&mut ca, &vk, &acked).await;
+    wait_for_checkpoint(&mut cr, "R", &fin.note, Duration::from_secs(5)).await;
+    assert_eq!(
+        tokio::task::block_in_place(|| sequencer_node(DB, std::slice::from_ref(&a))),
+        Some(0),
+        "A sequenced everything"
+    );
 }

@@ -44,6 +44,12 @@ pub struct ServeArgs {
         value_name = "sled[:DIR]|postgres://…"
     )]
     store: Option<String>,
+    /// With `--store postgres://…`: a streaming replica of that database (`pg_basebackup -R`)
+    /// to read the log from. Such a process shows what the replica has (never more than the
+    /// primary committed and signed), forwards writes to the process that sequences, and never
+    /// sequences itself.
+    #[arg(long, env = "CLAIMLEDGER_READ_STORE", value_name = "postgres://…")]
+    read_store: Option<String>,
     /// With `--store postgres://…`: the URL other `serve` processes of the same database reach
     /// this one at, to forward writes while it sequences (default: `http://` or `https://`
     /// and the listening address, unless that is 0.0.0.0 or ::).
@@ -234,6 +240,17 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         ..Limits::default()
     };
     let (data_dir, postgres) = store_choice(&a.data_dir, a.store.as_deref())?;
+    if let Some(r) = &a.read_store {
+        anyhow::ensure!(
+            postgres.is_some(),
+            "--read-store needs --store postgres://… (the primary the replica follows)"
+        );
+        anyhow::ensure!(
+            r.starts_with("postgres://") || r.starts_with("postgresql://"),
+            "--read-store: {:?} is not a postgres:// URL",
+            log::kv::postgres::redact(r)
+        );
+    }
     // Where other processes sharing a PostgreSQL log forward writes while this one sequences:
     // the given URL, or this listening address when it names one host.
     let advertise = a.advertise_url.clone().or_else(|| {
@@ -245,6 +262,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         rehash_on_open: !a.quick_open,
         postgres: postgres.clone(),
         advertise,
+        read_postgres: a.read_store.clone(),
         ..Options::default()
     };
     let a = ServeArgs { data_dir, ..a };

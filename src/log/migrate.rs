@@ -155,7 +155,7 @@ fn open(at: &Location, dir: &Path, create: bool) -> Result<Store, LogError> {
             Store::open(d)
         }
         Location::Postgres(url) => {
-            let kv = super::kv::postgres::PgKv::open(url, None)?;
+            let kv = super::kv::postgres::PgKv::open(url, None, None)?;
             Ok(Store::over(dir, Kv::Postgres(Arc::new(kv))))
         }
     }

@@ -143,6 +143,60 @@ impl PgCluster {
         Ok(text)
     }
 
+    /// A streaming replica of this server, made now with `pg_basebackup -R` (WAL streamed,
+    /// so it follows every commit) and started on a port of its own as a hot standby; it is
+    /// stopped and removed with the test process, like the primary. Its [`PgCluster::url`]
+    /// and [`PgCluster::psql`] reach the replica.
+    pub fn start_replica(&self) -> Result<PgCluster, String> {
+        let bin = find_bin_dir()?;
+        let pg_ctl = bin.pg_ctl;
+        // Beside the real pg_ctl (PATH may hold a symlink to it), else Debian's wrapper.
+        let basebackup = fs::canonicalize(&pg_ctl)
+            .map(|p| p.with_file_name("pg_basebackup"))
+            .ok()
+            .filter(|p| is_executable(p))
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/pg_basebackup"));
+        let as_postgres = is_root()?;
+        let root = tempfile::Builder::new()
+            .prefix("claimledger-pg-replica-")
+            .tempdir()
+            .map_err(|e| format!("creating the replica's temporary directory: {e}"))?
+            .keep();
+        let data = root.join("data");
+        let log = root.join("server.log");
+        spawn_watchdog(&root, &data, &pg_ctl, as_postgres)?;
+        if as_postgres {
+            run(Command::new("chown").arg(POSTGRES_USER).arg(&root))?;
+        }
+        let mut cmd = server_command(&basebackup, as_postgres, &root);
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-D",
+        ])
+        .arg(&data)
+        // A fast checkpoint: by default pg_basebackup waits for a spread one (over a minute).
+        .args(["-R", "-X", "stream", "--checkpoint=fast", "--no-sync"]);
+        run(&mut cmd)?;
+        let port = free_port()?;
+        write_settings(&data, &root, port)?;
+        let mut cmd = server_command(&pg_ctl, as_postgres, &root);
+        cmd.arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "start"]);
+        run(&mut cmd).map_err(|e| {
+            let server_log = fs::read_to_string(&log).unwrap_or_default();
+            format!("starting the replica: {e}\nserver log:\n{server_log}")
+        })?;
+        Ok(PgCluster { port, root })
+    }
+
     /// `initdb`, the settings, the watchdog, `pg_ctl -w start`: see [`cluster`].
     fn start() -> Result<PgCluster, String> {
         let bin = find_bin_dir()?;

@@ -93,6 +93,10 @@ pub(crate) struct PgKv {
     /// The URL other processes forward writes to while this one sequences (`None`: not
     /// reachable from them; writes sent elsewhere are then refused there).
     advertise: Option<String>,
+    /// Connections to a streaming replica that the log is read from (`serve --read-store`);
+    /// such a process never sequences.
+    replica: Option<Vec<Arc<Client>>>,
+    replica_shown: Option<String>,
 }
 
 /// The writer's own connection, on which it holds the sequencer lock.
@@ -132,7 +136,11 @@ pub fn redact(url: &str) -> String {
 impl PgKv {
     /// Connects to `url`, applies the migrations this version knows, and keeps
     /// [`READERS`] connections for reads.
-    pub fn open(url: &str, advertise: Option<String>) -> Result<PgKv, LogError> {
+    pub fn open(
+        url: &str,
+        advertise: Option<String>,
+        replica: Option<&str>,
+    ) -> Result<PgKv, LogError> {
         let shown = redact(url);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -151,6 +159,8 @@ impl PgKv {
                 epoch: None,
             }),
             advertise,
+            replica: None,
+            replica_shown: replica.map(redact),
         };
         let first = kv.connect(READER_NAME)?;
         kv.migrate(&first)?;
@@ -159,11 +169,21 @@ impl PgKv {
             let c = kv.connect(READER_NAME)?;
             kv.readers.push(c);
         }
+        if let Some(r) = replica {
+            let mut clients = Vec::with_capacity(READERS);
+            for _ in 0..READERS {
+                clients.push(kv.connect_to(r, READER_NAME)?);
+            }
+            kv.replica = Some(clients);
+        }
         Ok(kv)
     }
 
     pub fn describe(&self) -> String {
-        format!("PostgreSQL {}", self.shown)
+        match &self.replica_shown {
+            Some(r) => format!("PostgreSQL {} (read from the replica {r})", self.shown),
+            None => format!("PostgreSQL {}", self.shown),
+        }
     }
 
     /// Runs `f` on this module's runtime and waits for it on the calling thread.
@@ -197,10 +217,17 @@ impl PgKv {
     /// A new connection, named `application_name` in `pg_stat_activity` (an operator can
     /// tell the sequencer's connection from the readers').
     fn connect(&self, application_name: &'static str) -> Result<Arc<Client>, LogError> {
-        let mut config: tokio_postgres::Config = self
-            .url
+        self.connect_to(&self.url, application_name)
+    }
+
+    fn connect_to(
+        &self,
+        url: &str,
+        application_name: &'static str,
+    ) -> Result<Arc<Client>, LogError> {
+        let mut config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| LogError::Database(format!("{}: {e}", self.shown)))?;
+            .map_err(|e| LogError::Database(format!("{}: {e}", redact(url))))?;
         if config.get_application_name().is_none() {
             config.application_name(application_name);
         }
@@ -275,17 +302,35 @@ impl PgKv {
         })
     }
 
+    /// A connection to the primary (for writes, and what only the primary knows: its locks).
     fn reader(&self) -> Arc<Client> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.readers.len();
         self.readers[i].clone()
     }
 
+    /// A connection to read the log from: the replica's, if this process reads from one.
+    fn log_reader(&self) -> Arc<Client> {
+        match &self.replica {
+            Some(r) => r[self.next.fetch_add(1, Ordering::Relaxed) % r.len()].clone(),
+            None => self.reader(),
+        }
+    }
+
+    /// Runs a read of the log (on the replica, if there is one).
     fn query(
         &self,
         sql: &'static str,
         params: Vec<(Box<dyn ToSql + Send + Sync>, Type)>,
     ) -> Result<Vec<Row>, LogError> {
-        let c = self.reader();
+        self.query_on(self.log_reader(), sql, params)
+    }
+
+    fn query_on(
+        &self,
+        c: Arc<Client>,
+        sql: &'static str,
+        params: Vec<(Box<dyn ToSql + Send + Sync>, Type)>,
+    ) -> Result<Vec<Row>, LogError> {
         self.block(async move {
             let p: Vec<(&(dyn ToSql + Sync), Type)> = params
                 .iter()
@@ -433,6 +478,14 @@ impl PgKv {
             .writer
             .lock()
             .map_err(|_| LogError::Internal("the sequencer's lock is poisoned".into()))?;
+        if self.replica.is_some() {
+            // It shows what the replica has, which may be behind what it would append to.
+            return Ok(Lead::Follower(
+                "this process reads the log from a streaming replica (--read-store) and does not \
+                 sequence it; send writes to another process, or retry"
+                    .into(),
+            ));
+        }
         if w.epoch.is_some() && w.client.as_ref().is_some_and(|c| !c.is_closed()) {
             return Ok(Lead::Continue);
         }
@@ -497,7 +550,8 @@ impl PgKv {
         if self.leading() {
             return Ok(None);
         }
-        let rows = self.query(
+        let rows = self.query_on(
+            self.reader(),
             "SELECT v, EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
              AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
              AND classid::bigint = $2 AND objid::bigint = $3 AND objsubid = 1) \
