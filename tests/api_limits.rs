@@ -234,6 +234,7 @@ const YEAR_10000: i64 = 253_402_300_800;
 /// A year of 365.25 days.
 const YEAR: i64 = 31_557_600;
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_clearly_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -480,11 +481,13 @@ async fn bad_input_is_refused_clearly_and_writes_nothing() {
     assert!(dump.stdout.contains("An indented quote"));
     server.stop().await;
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // 2. The cap on entry streams
 // ---------------------------------------------------------------------------------------------
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entry_streams_beyond_the_cap_are_refused_until_some_close() {
     use claimledger::api::MAX_STREAMS;
@@ -569,6 +572,7 @@ async fn entry_streams_beyond_the_cap_are_refused_until_some_close() {
     expect_err(r, Code::ResourceExhausted, "entry streams");
     drop(open);
     server.stop().await;
+}
 }
 
 // ---------------------------------------------------------------------------------------------
