@@ -25,7 +25,7 @@ pub mod entry;
 mod error;
 mod follow;
 pub(crate) mod guard;
-pub mod kv;
+pub(crate) mod kv;
 pub mod migrate;
 pub mod offline;
 pub(crate) mod store;
@@ -81,7 +81,7 @@ pub struct Options {
     /// acknowledged history, and exists only to measure what the file costs.
     pub external_checkpoint: bool,
     /// Where the log is kept: `None` for sled in the data directory (the default), or a
-    /// `postgres://` URL ([`kv::postgres`]); the data directory then holds only the signing key
+    /// `postgres://` URL (`log::kv::postgres`); the data directory then holds only the signing key
     /// and the query index. The checkpoint file outside sled is a sled matter and not kept.
     pub postgres: Option<String>,
     /// With PostgreSQL: the URL other processes forward writes to while this one sequences
