@@ -39,7 +39,6 @@ use claimledger::pb::source_service_client::SourceServiceClient;
 use common::*;
 use futures::StreamExt;
 use prost::Message;
-use sha2::{Digest, Sha256};
 use tlog_tiles::{check_record, check_tree, Hash};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -393,33 +392,6 @@ async fn write_until_acked(
 // ---------------------------------------------------------------------------------------------
 // What an auditor checks
 // ---------------------------------------------------------------------------------------------
-
-fn leaf_hash(data: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(data);
-    h.finalize().into()
-}
-
-/// RFC 6962 Merkle tree hash of the given leaf hashes, computed independently of the server.
-fn tree_root(leaves: &[[u8; 32]]) -> [u8; 32] {
-    match leaves.len() {
-        0 => Sha256::digest([]).into(),
-        1 => leaves[0],
-        n => {
-            let k = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
-            let mut h = Sha256::new();
-            h.update([1u8]);
-            h.update(tree_root(&leaves[..k]));
-            h.update(tree_root(&leaves[k..]));
-            h.finalize().into()
-        }
-    }
-}
-
-fn hashes(v: &[Vec<u8>]) -> Vec<Hash> {
-    v.iter().map(|h| hash(h)).collect()
-}
 
 async fn checkpoint(c: &mut Clients) -> pb::GetCheckpointResponse {
     tokio::time::timeout(

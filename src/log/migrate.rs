@@ -10,19 +10,18 @@
 //! own signed checkpoint, used only once the target's root at that size equals it.
 //! The query index is not copied: a server rebuilds it from the log when it starts.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tlog_tiles::{Hash, HashReader};
+use tlog_tiles::Hash;
 
 use super::apply::{Apply, Ctx, Overlay};
 use super::checkpoint::{Checkpointer, SignedCheckpoint};
 use super::entry::{pack, EntryMeta, Envelope};
 use super::error::LogError;
 use super::kv::{GroupWrite, Kv, Lead};
-use super::store::{self, leaf_hash, Store, SyncFailure};
+use super::store::{leaf_hash, Store, SyncFailure};
+use super::writer::GroupReader;
 use super::{checkpoint, guarded, verify, META_VERIFIER_KEY};
 
 /// Entries per committed group.
@@ -199,10 +198,7 @@ fn run(
     let mut start = 0;
     while start < size {
         let end = (start + GROUP).min(size);
-        let reader = Staged {
-            store: target,
-            hashes: RefCell::new(HashMap::new()),
-        };
+        let reader = GroupReader::new(target.clone());
         let mut overlay = Overlay::new();
         let mut entries = Vec::with_capacity((end - start) as usize);
         let mut next = start;
@@ -228,7 +224,7 @@ fn run(
                 .map_err(|e| LogError::Corrupt(format!("stored hashes of {index}: {e}")))?;
             let first = tlog_tiles::stored_hash_index(0, index);
             for (i, h) in hashes.iter().enumerate() {
-                reader.hashes.borrow_mut().insert(first + i as u64, *h);
+                reader.stage(first + i as u64, *h);
             }
             entries.push((index, pack(&hashes, &bytes)));
             next += 1;
@@ -275,24 +271,4 @@ fn run(
         root,
         checkpoint: signed,
     })
-}
-
-/// Stored hashes: those of the group being copied, else the target's committed ones.
-struct Staged<'a> {
-    store: &'a Store,
-    hashes: RefCell<HashMap<u64, Hash>>,
-}
-
-impl HashReader for Staged<'_> {
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-        let mut out = Vec::with_capacity(indexes.len());
-        for i in indexes {
-            let known = self.hashes.borrow().get(i).copied();
-            match known {
-                Some(h) => out.push(h),
-                None => out.extend(store::Reader(self.store).read_hashes(&[*i])?),
-            }
-        }
-        Ok(out)
-    }
 }

@@ -302,23 +302,24 @@ enum CommitFailure {
     Lost(LogError),
 }
 
-/// The stored hashes a group works with: those it produced, and those it read from sled (kept,
-/// since the group's proofs mostly need the same few older subtree roots again).
-struct GroupReader {
+/// The stored hashes a group works with: those it produced, and those it read from the store
+/// (kept, since the group's proofs mostly need the same few older subtree roots again). Also
+/// used by `migrate`, which builds groups the same way.
+pub(crate) struct GroupReader {
     /// A handle of its own (cheap), so the writer may answer other groups while it is alive.
     store: Store,
     hashes: RefCell<HashMap<u64, Hash>>,
 }
 
 impl GroupReader {
-    fn new(store: Store) -> Self {
+    pub(crate) fn new(store: Store) -> Self {
         GroupReader {
             store,
             hashes: RefCell::new(HashMap::new()),
         }
     }
 
-    fn stage(&self, index: u64, h: Hash) {
+    pub(crate) fn stage(&self, index: u64, h: Hash) {
         self.hashes.borrow_mut().insert(index, h);
     }
 }

@@ -958,3 +958,34 @@ pub async fn http_get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)
 pub async fn http_get(addr: SocketAddr, path: &str) -> HttpAnswer {
     http_get_with(addr, path, &[]).await
 }
+
+/// RFC 6962 leaf hash of an entry's bytes, computed independently of the server.
+pub fn leaf_hash(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update([0u8]);
+    h.update(data);
+    h.finalize().into()
+}
+
+/// RFC 6962 Merkle tree hash of the given leaf hashes, computed independently of the server.
+pub fn tree_root(leaves: &[[u8; 32]]) -> [u8; 32] {
+    use sha2::Digest;
+    match leaves.len() {
+        0 => sha2::Sha256::digest([]).into(),
+        1 => leaves[0],
+        n => {
+            let k = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
+            let mut h = sha2::Sha256::new();
+            h.update([1u8]);
+            h.update(tree_root(&leaves[..k]));
+            h.update(tree_root(&leaves[k..]));
+            h.finalize().into()
+        }
+    }
+}
+
+/// The hashes of a proof as received.
+pub fn hashes(v: &[Vec<u8>]) -> Vec<Hash> {
+    v.iter().map(|h| hash(h)).collect()
+}
