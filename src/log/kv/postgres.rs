@@ -97,6 +97,35 @@ pub(crate) struct PgKv {
     /// such a process never sequences.
     replica: Option<Vec<Arc<Client>>>,
     replica_shown: Option<String>,
+    /// The connection holding the sequencer lock while this process leads (a copy of the
+    /// writer's, readable without waiting for a commit).
+    leader: std::sync::RwLock<Option<Arc<Client>>>,
+    /// The ledger state this process read or wrote while it sequences (see [`StateCache`]).
+    cache: Mutex<StateCache>,
+}
+
+/// The most state keys [`StateCache`] keeps before it starts again empty.
+const CACHE_KEYS: usize = 100_000;
+
+/// State keys as they stand, absent ones included, kept by the sequencer: while it holds the
+/// epoch no other process writes the state, so what it read or committed stays true until it
+/// steps down (when the cache is emptied). It spares the writer's validation a round trip per
+/// read of a key already seen (a claimant's source, a claim's record, a request id a retry
+/// sends again). `commits` counts commits and clears: a value read from the database is kept
+/// only if none came between the read and the keeping.
+#[derive(Default)]
+struct StateCache {
+    map: std::collections::HashMap<Vec<u8>, Option<Val>>,
+    commits: u64,
+}
+
+impl StateCache {
+    fn insert(&mut self, key: Vec<u8>, value: Option<Val>) {
+        if self.map.len() >= CACHE_KEYS && !self.map.contains_key(&key) {
+            self.map.clear();
+        }
+        self.map.insert(key, value);
+    }
 }
 
 /// The writer's own connection, on which it holds the sequencer lock.
@@ -161,6 +190,8 @@ impl PgKv {
             advertise,
             replica: None,
             replica_shown: replica.map(redact),
+            leader: std::sync::RwLock::new(None),
+            cache: Mutex::new(StateCache::default()),
         };
         let first = kv.connect(READER_NAME)?;
         kv.migrate(&first)?;
@@ -350,11 +381,27 @@ impl PgKv {
                 rows.first().map(|r| packed(r).map(|(_, v)| v)).transpose()
             }
             Keyspace::State => {
+                let leading = self.leading();
+                let seen = match self.cache.lock() {
+                    Ok(c) if leading => match c.map.get(key) {
+                        Some(v) => return Ok(v.clone()),
+                        None => Some(c.commits),
+                    },
+                    _ => None,
+                };
                 let rows = self.query(
                     "SELECT k, v FROM state WHERE k = $1",
                     vec![(Box::new(key.to_vec()), Type::BYTEA)],
                 )?;
-                rows.first().map(|r| column(r, 1)).transpose()
+                let v = rows.first().map(|r| column(r, 1)).transpose()?;
+                if let (Some(seen), Ok(mut c)) = (seen, self.cache.lock()) {
+                    // Only if no commit came between the read and now: else `v` may be older
+                    // than what the cache holds or is about to hold.
+                    if c.commits == seen {
+                        c.insert(key.to_vec(), v.clone());
+                    }
+                }
+                Ok(v)
             }
             Keyspace::Size => {
                 let rows = self.query("SELECT tree_size FROM head", vec![])?;
@@ -465,10 +512,18 @@ impl PgKv {
     /// Whether this process's writer holds the sequencer lock.
     pub fn leading(&self) -> bool {
         // A session PostgreSQL ended (terminated, partitioned) has lost the lock with it.
-        self.writer
-            .lock()
-            .map(|w| w.epoch.is_some() && w.client.as_ref().is_some_and(|c| !c.is_closed()))
+        // Read without the writer's lock, which a commit holds for its whole transaction.
+        self.leader
+            .read()
+            .map(|l| l.as_ref().is_some_and(|c| !c.is_closed()))
             .unwrap_or(false)
+    }
+
+    /// Records whether this process leads, with the connection that holds the lock.
+    fn set_leader(&self, client: Option<Arc<Client>>) {
+        if let Ok(mut l) = self.leader.write() {
+            *l = client;
+        }
     }
 
     /// See [`super::Kv::lead`]: keeps the lead while the writer's connection lives; otherwise
@@ -490,6 +545,7 @@ impl PgKv {
             return Ok(Lead::Continue);
         }
         w.epoch = None;
+        self.set_leader(None);
         let client = match w.client.as_ref().filter(|c| !c.is_closed()) {
             Some(c) => c.clone(),
             None => {
@@ -533,7 +589,10 @@ impl PgKv {
         match epoch {
             Some(e) => {
                 tracing::info!(epoch = e, "this process now sequences the log");
+                // What was cached before may have been changed by the previous sequencer.
+                self.forget_state();
                 w.epoch = Some(e);
+                self.set_leader(Some(client.clone()));
                 Ok(Lead::Took)
             }
             None => Ok(Lead::Follower(
@@ -575,6 +634,16 @@ impl PgKv {
     fn step_down(&self, w: &mut Sequencer) {
         w.epoch = None;
         w.client = None;
+        self.set_leader(None);
+        self.forget_state();
+    }
+
+    /// Empties the state cache: another process may write the state from now on.
+    fn forget_state(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.map.clear();
+            c.commits += 1;
+        }
     }
 
     /// Writes `group` in one transaction fenced by the epoch and the size it extends.
@@ -600,6 +669,12 @@ impl PgKv {
             hashes.push(p[1..at].to_vec());
             bodies.push(p[at..].to_vec());
         }
+        // What the cache learns once the group is committed.
+        let learned: Vec<(Vec<u8>, Option<Val>)> = group
+            .state
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().map(|v| Val::Bytes(v.into()))))
+            .collect();
         let (mut put_k, mut put_v, mut del_k) = (Vec::new(), Vec::new(), Vec::new());
         for (k, v) in group.state {
             match v {
@@ -669,7 +744,15 @@ impl PgKv {
             Ok(true)
         });
         match outcome {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                if let Ok(mut c) = self.cache.lock() {
+                    c.commits += 1;
+                    for (k, v) in learned {
+                        c.insert(k, v);
+                    }
+                }
+                Ok(())
+            }
             Ok(false) => {
                 self.step_down(&mut w);
                 tracing::warn!(
