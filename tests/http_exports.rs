@@ -127,6 +127,7 @@ fn check_review(v: &Value, claim: &pb::Claim, status: pb::Status, claimant: &str
     }
 }
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claimreview_for_every_reviewed_claim() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -240,7 +241,9 @@ async fn claimreview_for_every_reviewed_claim() {
 
     server.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_csv_has_acled_columns_and_a_row_per_event_like_claim() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -353,4 +356,5 @@ async fn events_csv_has_acled_columns_and_a_row_per_event_like_claim() {
     assert_eq!(&t[col("event_type")], "Explosions/Remote violence");
 
     server.stop().await;
+}
 }

@@ -181,6 +181,7 @@ fn handled(samples: &[Sample], service: &str, method: &str, code: &str) -> f64 {
 const CLAIMS: &str = "claimledger.v1.ClaimService";
 const HEALTH: &str = "grpc.health.v1.Health";
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_the_calls_made() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -389,4 +390,5 @@ async fn metrics_count_the_calls_made() {
     );
 
     server.stop().await;
+}
 }

@@ -191,6 +191,7 @@ async fn check_size(addr: SocketAddr, note: &str, key: &str) -> Vec<Vec<u8>> {
     entries
 }
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiles_rebuild_the_signed_tree_at_every_size() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -277,7 +278,9 @@ async fn tiles_rebuild_the_signed_tree_at_every_size() {
 
     server.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tile_paths_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -315,7 +318,9 @@ async fn bad_tile_paths_are_refused_with_the_reason() {
     assert_eq!(get_ok(addr, "/tile/0/000.p/1").await.body.len(), 32);
     server.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_holds_at_most_what_a_bundle_can() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -366,6 +371,7 @@ async fn an_entry_holds_at_most_what_a_bundle_can() {
     );
     server.stop().await;
 }
+}
 
 async fn r_leaf(c: &mut Clients, index: u64) -> Vec<u8> {
     let mut s = c
@@ -384,6 +390,7 @@ async fn r_leaf(c: &mut Clients, index: u64) -> Vec<u8> {
         .leaf_hash
 }
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_and_http_share_the_port() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -432,7 +439,9 @@ async fn grpc_and_http_share_the_port() {
     }
     server.stop().await;
 }
+}
 
+both_stores! {
 /// The HTTP reads use the gRPC port's TLS: over TLS (HTTP/2 by ALPN) `/checkpoint` answers;
 /// plaintext HTTP to the same port gets nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,4 +525,5 @@ async fn http_reads_share_the_grpc_tls() {
 
     let _ = tx.send(());
     server.await.expect("join").expect("clean shutdown");
+}
 }
