@@ -222,8 +222,11 @@ impl Log {
         let recorded = checkpoint_file::origin(&dir)?;
         let origin = store.settle_origin(opts.origin.as_deref(), recorded.as_deref())?;
         // Only a log with nothing in it yet, anywhere, may get a new key.
-        let fresh =
-            store.size()? == 0 && !store.has_checkpoint()? && !checkpoint_file::path(&dir).exists();
+        // (A database another process opened first has its key recorded: that one is needed.)
+        let fresh = store.size()? == 0
+            && !store.has_checkpoint()?
+            && !checkpoint_file::path(&dir).exists()
+            && !store.kv().contains(META_VERIFIER_KEY)?;
         let checkpointer = Arc::new(if fresh {
             Checkpointer::load_or_create(&dir, &origin)?
         } else {

@@ -12,20 +12,6 @@ use prost::Message;
 use tlog_tiles::{check_record, check_tree};
 use tonic::Code;
 
-async fn entries(c: &mut Clients, start: u64, end: u64) -> Vec<pb::LogEntry> {
-    let mut stream = c
-        .log
-        .get_entries(pb::GetEntriesRequest { start, end })
-        .await
-        .expect("GetEntries")
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(e) = stream.next().await {
-        out.push(e.expect("an entry"));
-    }
-    out
-}
-
 async fn checkpoint(c: &mut Clients) -> pb::GetCheckpointResponse {
     c.log
         .get_checkpoint(pb::GetCheckpointRequest {})

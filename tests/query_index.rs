@@ -18,8 +18,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use claimledger::claims::policy::{evaluate, Outcome, PolicyInput};
 use claimledger::pb;
 use claimledger::pb::claim_service_client::ClaimServiceClient;
-use claimledger::pb::log_service_client::LogServiceClient;
-use claimledger::pb::source_service_client::SourceServiceClient;
 use common::{claim, evidence, expect_err, source, ts, Clients, ServeProcess, TestServer};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -84,21 +82,6 @@ async fn ids_at(
 ) -> Vec<String> {
     req.min_size = size;
     list_items(claims, req).await.iter().map(item_id).collect()
-}
-
-/// The three clients on a channel to `url` (a `claimledger serve` process).
-async fn connect(url: &str) -> Clients {
-    let ch = Channel::from_shared(url.to_string())
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-    Clients {
-        sources: SourceServiceClient::new(ch.clone()),
-        claims: ClaimServiceClient::new(ch.clone()),
-        log: LogServiceClient::new(ch),
-    }
 }
 
 fn serve_args(dir: &Path) -> Vec<String> {
@@ -1605,7 +1588,7 @@ fn an_indexer_killed_mid_batch_recovers_the_same_answers() {
         &[("CLAIMLEDGER_FAILPOINT", failpoint.as_str())],
     );
     let w = rt.block_on(async {
-        let mut c = connect(&sp.url).await;
+        let mut c = common::connect(&sp.url).await;
         write_history(&mut c, &h, true, Some(crash_at)).await
     });
     assert!(
@@ -1677,7 +1660,7 @@ fn an_indexer_killed_mid_batch_recovers_the_same_answers() {
     // Restarted without the failpoint: the index catches up and agrees with the log.
     let sp = ServeProcess::start(serve_args(dir.path()));
     rt.block_on(async {
-        let mut c = connect(&sp.url).await;
+        let mut c = common::connect(&sp.url).await;
         let size = c.size().await;
         assert!(
             size > crash_at,
@@ -1821,7 +1804,7 @@ fn serve_rebuilds_a_ledger_state_of_another_layout() {
     }
     let sp = ServeProcess::start(serve_args(dir.path()));
     rt.block_on(async {
-        let mut c = connect(&sp.url).await;
+        let mut c = common::connect(&sp.url).await;
         let got = c
             .claims
             .get_claim(pb::GetClaimRequest {

@@ -28,19 +28,11 @@ async fn seen(server: &TestServer, claim_ids: &[String]) -> Seen {
         .expect("GetCheckpoint")
         .into_inner();
     let size = c.size().await;
-    let mut stream = c
-        .log
-        .get_entries(pb::GetEntriesRequest {
-            start: 0,
-            end: size,
-        })
+    let entries = common::entries(&mut c, 0, size)
         .await
-        .expect("GetEntries")
-        .into_inner();
-    let mut entries = Vec::new();
-    while let Some(e) = futures::StreamExt::next(&mut stream).await {
-        entries.push(e.expect("an entry").data);
-    }
+        .into_iter()
+        .map(|e| e.data)
+        .collect();
     let mut statuses = BTreeMap::new();
     for id in claim_ids {
         let s = c.status(id).await;

@@ -20,7 +20,8 @@
 //!    with its receipt, never refused;
 //! 9. a process reading from a streaming replica (`--read-store`) never shows a size the
 //!    primary has not committed and signed, stays consistent while the replica is paused,
-//!    catches up, and forwards writes.
+//!    catches up, and forwards writes;
+//! 10. a process without the log's key, or with another log's, is refused and makes no key.
 //!
 //! Every process is killed (SIGKILL) when its [`Node`] guard drops, also when a test panics.
 
@@ -33,14 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use claimledger::pb;
-use claimledger::pb::claim_service_client::ClaimServiceClient;
-use claimledger::pb::log_service_client::LogServiceClient;
-use claimledger::pb::source_service_client::SourceServiceClient;
 use common::*;
 use futures::StreamExt;
 use prost::Message;
 use tlog_tiles::{check_record, check_tree, Hash};
-use tonic::transport::Channel;
 use tonic::Code;
 
 /// How long one write may keep being retried before the test fails.
@@ -296,20 +293,6 @@ async fn start_nodes(names: &[&'static str], root: &Path, store: &str) -> Vec<No
 // Clients and writes
 // ---------------------------------------------------------------------------------------------
 
-async fn connect(url: &str) -> Clients {
-    let ch = Channel::from_shared(url.to_string())
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-    Clients {
-        sources: SourceServiceClient::new(ch.clone()),
-        claims: ClaimServiceClient::new(ch.clone()),
-        log: LogServiceClient::new(ch),
-    }
-}
-
 /// RegisterSource `id` with request id `req-<id>`.
 fn register_request(id: &str) -> pb::RegisterSourceRequest {
     pb::RegisterSourceRequest {
@@ -402,20 +385,6 @@ async fn checkpoint(c: &mut Clients) -> pb::GetCheckpointResponse {
     .expect("GetCheckpoint answers")
     .expect("GetCheckpoint")
     .into_inner()
-}
-
-async fn entries(c: &mut Clients, start: u64, end: u64) -> Vec<pb::LogEntry> {
-    let mut stream = c
-        .log
-        .get_entries(pb::GetEntriesRequest { start, end })
-        .await
-        .expect("GetEntries")
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(e) = stream.next().await {
-        out.push(e.expect("an entry"));
-    }
-    out
 }
 
 /// VerifyLog's final message, which must say ok.
@@ -1593,4 +1562,35 @@ async fn a_process_reading_a_replica_never_runs_ahead_of_the_primary() {
         Some(0),
         "A sequenced everything"
     );
+}
+
+/// 10. A process without the log's key cannot join: with no key it makes none, and with another
+/// key it is refused at open, before it serves anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_without_the_logs_key_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let store = database("sp_keys");
+    let _a = Node::start("A", &root.path().join("A"), &store).await;
+
+    // No key: refused, and no key of its own made.
+    let dir_b = root.path().join("B");
+    let mut b = Node {
+        name: "B",
+        dir: dir_b.clone(),
+        store: store.clone(),
+        proc: None,
+        url: String::new(),
+        extra: Vec::new(),
+    };
+    let err = b.try_spawn().await.expect_err("B has no key");
+    assert!(err.contains("log.key"), "{err}");
+    assert!(!dir_b.join("log.key").exists(), "B made no key of its own");
+
+    // Another log's key: refused, naming the key the database records.
+    let other = tempfile::tempdir().unwrap();
+    let elsewhere = Node::start("X", other.path(), &database("sp_keys_other")).await;
+    std::fs::create_dir_all(&dir_b).unwrap();
+    std::fs::copy(elsewhere.dir.join("log.key"), dir_b.join("log.key")).unwrap();
+    let err = b.try_spawn().await.expect_err("B holds another log's key");
+    assert!(err.contains("is not the key of the log"), "{err}");
 }

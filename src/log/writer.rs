@@ -463,15 +463,14 @@ impl Writer {
     /// Continues from what the store holds (this process has just taken the lead): its size,
     /// last leaf hash and checkpoint, published at once.
     fn reload(&mut self, size_tx: &watch::Sender<u64>) -> Result<(), LogError> {
-        let size = self.store.size()?;
+        let (size, stored) = self.store.head()?;
         self.last = if size == 0 {
             ZERO_HASH
         } else {
             self.store.leaf_hash_at(size - 1)?
         };
         self.size = size;
-        if self.store.has_checkpoint()? {
-            let cp = self.store.latest_checkpoint()?;
+        if let Some(cp) = stored {
             self.checkpointer.verify(cp.note.as_bytes())?;
             self.publish(&cp, size_tx);
         }

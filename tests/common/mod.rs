@@ -989,3 +989,33 @@ pub fn tree_root(leaves: &[[u8; 32]]) -> [u8; 32] {
 pub fn hashes(v: &[Vec<u8>]) -> Vec<Hash> {
     v.iter().map(|h| hash(h)).collect()
 }
+
+/// The three clients on a channel to `url` (a `claimledger serve` process).
+pub async fn connect(url: &str) -> Clients {
+    let ch = Channel::from_shared(url.to_string())
+        .expect("endpoint")
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    Clients {
+        sources: SourceServiceClient::new(ch.clone()),
+        claims: ClaimServiceClient::new(ch.clone()),
+        log: LogServiceClient::new(ch),
+    }
+}
+
+/// Entries `[start, end)` as GetEntries streams them.
+pub async fn entries(c: &mut Clients, start: u64, end: u64) -> Vec<pb::LogEntry> {
+    let mut stream = c
+        .log
+        .get_entries(pb::GetEntriesRequest { start, end })
+        .await
+        .expect("GetEntries")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(e) = futures::StreamExt::next(&mut stream).await {
+        out.push(e.expect("an entry"));
+    }
+    out
+}

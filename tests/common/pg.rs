@@ -184,16 +184,8 @@ impl PgCluster {
         run(&mut cmd)?;
         let port = free_port()?;
         write_settings(&data, &root, port)?;
-        let mut cmd = server_command(&pg_ctl, as_postgres, &root);
-        cmd.arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-t", "60", "start"]);
-        run(&mut cmd).map_err(|e| {
-            let server_log = fs::read_to_string(&log).unwrap_or_default();
-            format!("starting the replica: {e}\nserver log:\n{server_log}")
-        })?;
+        start_server(&pg_ctl, as_postgres, &root, &data, &log)
+            .map_err(|e| format!("starting the replica: {e}"))?;
         Ok(PgCluster { port, root })
     }
 
@@ -241,32 +233,40 @@ impl PgCluster {
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
             write_settings(&data, &root, port)?;
-            let mut cmd = server_command(&pg_ctl, as_postgres, &root);
-            // -l: the server's output goes to the log file. Without it the server would
-            // inherit pg_ctl's stdout, which is our pipe, and reading pg_ctl's output would
-            // never end.
-            cmd.arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(&log)
-                .args(["-w", "-t", "60", "start"]);
-            match run(&mut cmd) {
-                Ok(_) => {
-                    return Ok(PgCluster { port, root });
-                }
-                Err(e) => {
-                    let server_log = fs::read_to_string(&log).unwrap_or_default();
-                    let tail: Vec<&str> = server_log.lines().rev().take(20).collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
-                    last_error =
-                        format!("{e}\nserver log ({}):\n{}", log.display(), tail.join("\n"));
-                }
+            match start_server(&pg_ctl, as_postgres, &root, &data, &log) {
+                Ok(()) => return Ok(PgCluster { port, root }),
+                Err(e) => last_error = e,
             }
         }
         Err(format!(
             "PostgreSQL did not start after {START_ATTEMPTS} attempts; the last: {last_error}"
         ))
     }
+}
+
+/// `pg_ctl -w start` on `data`, the server's output going to `log`; on failure the error ends
+/// with the log's last 20 lines.
+fn start_server(
+    pg_ctl: &Path,
+    as_postgres: bool,
+    root: &Path,
+    data: &Path,
+    log: &Path,
+) -> Result<(), String> {
+    let mut cmd = server_command(pg_ctl, as_postgres, root);
+    // -l: the server's output goes to the log file. Without it the server would inherit
+    // pg_ctl's stdout, which is our pipe, and reading pg_ctl's output would never end.
+    cmd.arg("-D")
+        .arg(data)
+        .arg("-l")
+        .arg(log)
+        .args(["-w", "-t", "60", "start"]);
+    run(&mut cmd).map(|_| ()).map_err(|e| {
+        let server_log = fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = server_log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("{e}\nserver log ({}):\n{}", log.display(), tail.join("\n"))
+    })
 }
 
 /// The name [`PgCluster::database_for`] gives to the database of `dir`.
