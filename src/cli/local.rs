@@ -38,6 +38,8 @@ pub struct ServeArgs {
     /// the same as `--data-dir DIR`) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, a
     /// PostgreSQL database that several `serve` processes may share (one sequences, the others
     /// serve reads); the data directory then keeps only the signing key and the query index.
+    /// TLS as libpq: `?sslmode=verify-full&sslrootcert=CA.pem` (also `disable`, `prefer` (the
+    /// default), `require`, `verify-ca`; `sslcert=`/`sslkey=` for a client certificate).
     #[arg(
         long,
         env = "CLAIMLEDGER_STORE",

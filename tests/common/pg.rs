@@ -143,6 +143,53 @@ impl PgCluster {
         Ok(text)
     }
 
+    /// Turns TLS on in this server, with `cert`/`key` (PEM) as its certificate and `ca` as the
+    /// CA its clients' certificates must chain to, and replaces `pg_hba.conf` with `hba`; the
+    /// configuration is reloaded, and checked by a `psql` connection over TCP that must be
+    /// encrypted. For a test process of its own: every test of that process sees the change.
+    pub fn enable_tls(&self, cert: &str, key: &str, ca: &str, hba: &str) -> Result<(), String> {
+        let data = self.root.join("data");
+        let as_postgres = is_root()?;
+        for (name, text) in [("server.crt", cert), ("server.key", key), ("root.crt", ca)] {
+            let path = data.join(name);
+            fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            // The server refuses a key file others can read.
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+            if as_postgres {
+                run(Command::new("chown").arg(POSTGRES_USER).arg(&path))?;
+            }
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text =
+            fs::read_to_string(&conf).map_err(|e| format!("reading {}: {e}", conf.display()))?;
+        text.push_str(
+            "\n# TLS (tests/common/pg.rs enable_tls)\n\
+             ssl = on\n\
+             ssl_cert_file = 'server.crt'\n\
+             ssl_key_file = 'server.key'\n\
+             ssl_ca_file = 'root.crt'\n",
+        );
+        fs::write(&conf, text).map_err(|e| format!("writing {}: {e}", conf.display()))?;
+        let hba_path = data.join("pg_hba.conf");
+        fs::write(&hba_path, hba).map_err(|e| format!("writing {}: {e}", hba_path.display()))?;
+        self.psql("postgres", "SELECT pg_reload_conf()")?;
+        // The reload is asynchronous; a new connection sees it once the postmaster has it.
+        let check = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+        for _ in 0..100 {
+            if self.psql("postgres", check).ok().as_deref() == Some("t") {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let log = fs::read_to_string(self.root.join("server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        Err(format!(
+            "TLS did not come on after the reload; server log:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
+    }
+
     /// A streaming replica of this server, made now with `pg_basebackup -R` (WAL streamed,
     /// so it follows every commit) and started on a port of its own as a hot standby; it is
     /// stopped and removed with the test process, like the primary. Its [`PgCluster::url`]

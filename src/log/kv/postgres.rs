@@ -37,6 +37,8 @@ use std::sync::{Arc, Mutex};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row};
 
+mod tls;
+
 use super::{GroupWrite, KvIter, Lead, Val};
 use crate::log::entry::unpack;
 use crate::log::error::LogError;
@@ -84,7 +86,8 @@ const MIGRATIONS: &[&str] = &[
 pub(crate) struct PgKv {
     /// The URL without its password, for messages.
     shown: String,
-    url: String,
+    /// Where the primary is and how to reach it (TLS included).
+    target: tls::Target,
     /// Runs the connections and the queries; taken (and shut down without blocking) on drop.
     rt: Option<tokio::runtime::Runtime>,
     readers: Vec<Arc<Client>>,
@@ -143,22 +146,70 @@ fn db(shown: &str, e: tokio_postgres::Error) -> LogError {
 fn describe_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{}: {}", d.code().code(), d.message()),
-        None => e.to_string(),
+        // tokio-postgres' own text names only the step that failed ("error performing TLS
+        // handshake"); the reason is in its sources.
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                let s_text = s.to_string();
+                if !text.contains(&s_text) {
+                    text.push_str(": ");
+                    text.push_str(&s_text);
+                }
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+/// Runs a connection until it ends, and says why if it failed.
+async fn watch<F: Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(e) = connection.await {
+        tracing::warn!(error = %describe_error(&e), "PostgreSQL connection ended");
     }
 }
 
 /// `url` with any password replaced, to be shown in messages and logs.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    // A password may also be a query parameter (`?password=…`) or, in the key=value form,
+    // a `password=…` pair.
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some(("password", _)) => "password=***".to_string(),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None if !url.contains("://") => url
+            .split_whitespace()
+            .map(|p| match p.split_once('=') {
+                Some(("password", _)) => "password=***",
+                _ => p,
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => url.to_string(),
     };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some((a, h)) => (a, h),
-        None => return url.to_string(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url;
+    };
+    let (auth, host) = match rest
+        .split_once('/')
+        .map_or(rest, |(a, _)| a)
+        .rsplit_once('@')
+    {
+        Some((a, _)) => (a, &rest[a.len() + 1..]),
+        None => return url.clone(),
     };
     match auth.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+        None => url.clone(),
     }
 }
 
@@ -171,6 +222,13 @@ impl PgKv {
         replica: Option<&str>,
     ) -> Result<PgKv, LogError> {
         let shown = redact(url);
+        let target = tls::parse(url).map_err(|e| LogError::Database(format!("{shown}: {e}")))?;
+        let replica_target = match replica {
+            Some(r) => {
+                Some(tls::parse(r).map_err(|e| LogError::Database(format!("{}: {e}", redact(r))))?)
+            }
+            None => None,
+        };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("claimledger-pg")
@@ -179,7 +237,7 @@ impl PgKv {
             .map_err(|e| LogError::Internal(format!("starting the PostgreSQL runtime: {e}")))?;
         let mut kv = PgKv {
             shown,
-            url: url.to_string(),
+            target,
             rt: Some(rt),
             readers: Vec::new(),
             next: AtomicUsize::new(0),
@@ -200,10 +258,10 @@ impl PgKv {
             let c = kv.connect(READER_NAME)?;
             kv.readers.push(c);
         }
-        if let Some(r) = replica {
+        if let Some(r) = &replica_target {
             let mut clients = Vec::with_capacity(READERS);
             for _ in 0..READERS {
-                clients.push(kv.connect_to(r, READER_NAME)?);
+                clients.push(kv.connect_to(r, kv.replica_shown.as_deref(), READER_NAME)?);
             }
             kv.replica = Some(clients);
         }
@@ -248,17 +306,18 @@ impl PgKv {
     /// A new connection, named `application_name` in `pg_stat_activity` (an operator can
     /// tell the sequencer's connection from the readers').
     fn connect(&self, application_name: &'static str) -> Result<Arc<Client>, LogError> {
-        self.connect_to(&self.url, application_name)
+        self.connect_to(&self.target, None, application_name)
     }
 
+    /// A new connection to `target` (`shown`: its URL for messages, if not the primary's).
     fn connect_to(
         &self,
-        url: &str,
+        target: &tls::Target,
+        shown: Option<&str>,
         application_name: &'static str,
     ) -> Result<Arc<Client>, LogError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| LogError::Database(format!("{}: {e}", redact(url))))?;
+        let mut config = target.config.clone();
+        let tls = target.tls.clone();
         if config.get_application_name().is_none() {
             config.application_name(application_name);
         }
@@ -267,15 +326,28 @@ impl PgKv {
             .as_ref()
             .ok_or_else(|| LogError::Database("the PostgreSQL connection is closed".into()))?;
         let handle = rt.handle().clone();
-        let client = self.block(async move {
-            let (client, connection) = config.connect(NoTls).await?;
-            handle.spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %describe_error(&e), "PostgreSQL connection ended");
+        let connect = async move {
+            let client = match tls {
+                Some(tls) => {
+                    let (client, connection) = config.connect(tls).await?;
+                    handle.spawn(watch(connection));
+                    client
                 }
-            });
+                None => {
+                    let (client, connection) = config.connect(NoTls).await?;
+                    handle.spawn(watch(connection));
+                    client
+                }
+            };
             Ok(client)
-        })?;
+        };
+        let client = match shown {
+            None => self.block(connect)?,
+            // The error names the replica, not the primary.
+            Some(shown) => self
+                .block(async move { Ok(connect.await) })?
+                .map_err(|e| db(shown, e))?,
+        };
         Ok(Arc::new(client))
     }
 
