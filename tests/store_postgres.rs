@@ -20,7 +20,8 @@
 //!    with its receipt, never refused;
 //! 9. a process reading from a streaming replica (`--read-store`) never shows a size the
 //!    primary has not committed and signed, stays consistent while the replica is paused,
-//!    catches up, and forwards writes;
+//!    catches up, and forwards writes; with no sequencer left it takes the lead and serves
+//!    what it appended although its replica lags;
 //! 10. a process without the log's key, or with another log's, is refused and makes no key.
 //!
 //! Every process is killed (SIGKILL) when its [`Node`] guard drops, also when a test panics.
@@ -1562,6 +1563,100 @@ async fn a_process_reading_a_replica_never_runs_ahead_of_the_primary() {
         Some(0),
         "A sequenced everything"
     );
+
+    // With A gone and the replica paused again, R takes the lead: it validates and appends on
+    // the primary, and what it acknowledges it serves at once, although its replica lags.
+    let mut a = a;
+    a.kill();
+    replica
+        .psql(DB, "SELECT pg_wal_replay_pause()")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 41..=45 {
+        let req = register_request(&format!("rep-{i}"));
+        // A's session may take a moment to end: until then R is told to retry.
+        let started = Instant::now();
+        let rec = loop {
+            match try_write(&mut cr, &req).await {
+                Ok(r) => break r,
+                Err(s) if retryable(s.code()) && started.elapsed() < WRITE_DEADLINE => {
+                    tokio::time::sleep(RETRY_PAUSE).await
+                }
+                Err(s) => panic!("R takes the lead: {:?} {}", s.code(), s.message()),
+            }
+        };
+        let served = checkpoint(&mut cr).await;
+        assert!(
+            served.size >= rec.tree_size,
+            "R acknowledged size {} and serves {}",
+            rec.tree_size,
+            served.size
+        );
+        acked.push(Acked {
+            request_id: req.request_id.clone(),
+            receipt: rec,
+            by: "R".into(),
+            at: Instant::now(),
+        });
+    }
+    let behind: i64 = replica
+        .psql(DB, "SELECT tree_size FROM head")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .parse()
+        .expect("a size");
+    assert!(
+        (behind as u64) < checkpoint(&mut cr).await.size,
+        "the replica lags what R appended"
+    );
+    // Everything R acknowledged is readable from it, whole (the entries, the records).
+    let fin = check_one_history(&mut cr, &vk, &acked).await;
+    assert_eq!(fin.size, 46);
+    let again = try_write(&mut cr, &register_request("rep-41"))
+        .await
+        .expect("a retry of an acknowledged write");
+    assert_eq!(
+        again.index, acked[41].receipt.index,
+        "the retry is answered, not appended"
+    );
+
+    // R loses the lead (its session ended) and A, back, takes it: R follows again, and while
+    // its replica still lags what R committed, what R serves stays whole.
+    tokio::task::block_in_place(|| terminate_sequencer_session(DB));
+    a.restart().await;
+    let mut ca = a.clients().await;
+    let req = register_request("rep-46");
+    let started = Instant::now();
+    let rec = loop {
+        match try_write(&mut ca, &req).await {
+            Ok(r) => break r,
+            Err(s) if retryable(s.code()) && started.elapsed() < WRITE_DEADLINE => {
+                tokio::time::sleep(RETRY_PAUSE).await
+            }
+            Err(s) => panic!("A takes the lead back: {:?} {}", s.code(), s.message()),
+        }
+    };
+    acked.push(Acked {
+        request_id: req.request_id.clone(),
+        receipt: rec,
+        by: "A".into(),
+        at: Instant::now(),
+    });
+    let held = checkpoint(&mut cr).await;
+    assert!(held.size >= 46, "R still serves what it appended");
+    let got = entries(&mut cr, 0, held.size).await;
+    assert_eq!(
+        got.len() as u64,
+        held.size,
+        "R serves every entry up to its size"
+    );
+    let leaves: Vec<[u8; 32]> = got.iter().map(|e| leaf_hash(&e.data)).collect();
+    assert_eq!(tree_root(&leaves).to_vec(), held.root_hash);
+
+    replica
+        .psql(DB, "SELECT pg_wal_replay_resume()")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fin = check_one_history(&mut ca, &vk, &acked).await;
+    assert_eq!(fin.size, 47);
+    wait_for_checkpoint(&mut cr, "R", &fin.note, Duration::from_secs(5)).await;
 }
 
 /// 10. A process without the log's key cannot join: with no key it makes none, and with another

@@ -47,9 +47,10 @@ pub struct ServeArgs {
     )]
     store: Option<String>,
     /// With `--store postgres://…`: a streaming replica of that database (`pg_basebackup -R`)
-    /// to read the log from. Such a process shows what the replica has (never more than the
-    /// primary committed and signed), forwards writes to the process that sequences, and never
-    /// sequences itself.
+    /// to read the log from while another process sequences. Such a process shows what the
+    /// replica has (never more than the primary committed and signed) and forwards writes to
+    /// the sequencer; when there is none, it takes the lead itself and then reads and writes
+    /// the primary until the replica has caught up with what it committed.
     #[arg(long, env = "CLAIMLEDGER_READ_STORE", value_name = "postgres://…")]
     read_store: Option<String>,
     /// With `--store postgres://…`: the URL other `serve` processes of the same database reach

@@ -31,7 +31,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_postgres::types::{ToSql, Type};
@@ -96,10 +96,14 @@ pub(crate) struct PgKv {
     /// The URL other processes forward writes to while this one sequences (`None`: not
     /// reachable from them; writes sent elsewhere are then refused there).
     advertise: Option<String>,
-    /// Connections to a streaming replica that the log is read from (`serve --read-store`);
-    /// such a process never sequences.
+    /// Connections to a streaming replica that the log is read from (`serve --read-store`)
+    /// while this process follows; see [`PgKv::log_reader`].
     replica: Option<Vec<Arc<Client>>>,
     replica_shown: Option<String>,
+    /// The largest head size read from the replica (it only grows: replay moves forward).
+    replica_size: AtomicU64,
+    /// The largest size this process committed as the sequencer.
+    committed: AtomicU64,
     /// The connection holding the sequencer lock while this process leads (a copy of the
     /// writer's, readable without waiting for a commit).
     leader: std::sync::RwLock<Option<Arc<Client>>>,
@@ -248,6 +252,8 @@ impl PgKv {
             advertise,
             replica: None,
             replica_shown: replica.map(redact),
+            replica_size: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
             leader: std::sync::RwLock::new(None),
             cache: Mutex::new(StateCache::default()),
         };
@@ -411,11 +417,25 @@ impl PgKv {
         self.readers[i].clone()
     }
 
-    /// A connection to read the log from: the replica's, if this process reads from one.
+    /// A connection to read the log from: the replica's, if this process reads from one,
+    /// does not sequence, and the replica holds all this process may have published.
+    ///
+    /// A process publishes sizes it committed itself (at most `committed`) or sizes it read
+    /// from the replica's head (at most `replica_size`). Both only grow, so once the replica
+    /// has shown a size at least `committed`, it holds every entry and state behind any size
+    /// this process published before; until then, and while this process sequences (its
+    /// validation must read what the primary holds), reads go to the primary, which holds
+    /// everything.
     fn log_reader(&self) -> Arc<Client> {
         match &self.replica {
-            Some(r) => r[self.next.fetch_add(1, Ordering::Relaxed) % r.len()].clone(),
-            None => self.reader(),
+            Some(r)
+                if !self.leading()
+                    && self.replica_size.load(Ordering::Acquire)
+                        >= self.committed.load(Ordering::Acquire) =>
+            {
+                r[self.next.fetch_add(1, Ordering::Relaxed) % r.len()].clone()
+            }
+            _ => self.reader(),
         }
     }
 
@@ -605,14 +625,6 @@ impl PgKv {
             .writer
             .lock()
             .map_err(|_| LogError::Internal("the sequencer's lock is poisoned".into()))?;
-        if self.replica.is_some() {
-            // It shows what the replica has, which may be behind what it would append to.
-            return Ok(Lead::Follower(
-                "this process reads the log from a streaming replica (--read-store) and does not \
-                 sequence it; send writes to another process, or retry"
-                    .into(),
-            ));
-        }
         if w.epoch.is_some() && w.client.as_ref().is_some_and(|c| !c.is_closed()) {
             return Ok(Lead::Continue);
         }
@@ -817,6 +829,8 @@ impl PgKv {
         });
         match outcome {
             Ok(true) => {
+                // Before the writer publishes it: see `log_reader`.
+                self.committed.fetch_max(size as u64, Ordering::AcqRel);
                 if let Ok(mut c) = self.cache.lock() {
                     c.commits += 1;
                     for (k, v) in learned {
@@ -844,15 +858,28 @@ impl PgKv {
         }
     }
 
-    /// The stored size and checkpoint note (for followers).
+    /// The stored size and checkpoint note: the primary's while this process sequences (the
+    /// writer reloads from it when it takes the lead), else the replica's if it reads one (what
+    /// a follower publishes), else the primary's.
     pub fn head(&self) -> Result<(u64, Option<String>), LogError> {
-        let rows = self.query("SELECT tree_size, checkpoint FROM head", vec![])?;
+        let on_replica = match &self.replica {
+            Some(r) if !self.leading() => {
+                Some(r[self.next.fetch_add(1, Ordering::Relaxed) % r.len()].clone())
+            }
+            _ => None,
+        };
+        let c = on_replica.clone().unwrap_or_else(|| self.reader());
+        let rows = self.query_on(c, "SELECT tree_size, checkpoint FROM head", vec![])?;
         let row = rows
             .first()
             .ok_or_else(|| LogError::Corrupt("the head row is missing".into()))?;
         let size: i64 = row.try_get(0).map_err(|e| db(&self.shown, e))?;
         let note: Option<String> = row.try_get(1).map_err(|e| db(&self.shown, e))?;
-        Ok((size as u64, note))
+        let size = size as u64;
+        if on_replica.is_some() {
+            self.replica_size.fetch_max(size, Ordering::AcqRel);
+        }
+        Ok((size, note))
     }
 }
 
