@@ -23,6 +23,54 @@ impl Apply for LedgerApply {
     fn apply(&self, ctx: &mut Ctx<'_>, meta: &EntryMeta, body: &[u8]) -> Result<(), Rejection> {
         apply_change(ctx, meta, body).map_err(|e| Box::new(e) as Rejection)
     }
+
+    /// The request id, and the records the change names (its sources, claim, evidence),
+    /// which `apply_change` reads.
+    fn reads(&self, actor: &str, body: &[u8]) -> Vec<Vec<u8>> {
+        let Ok(change) = pb::Change::decode(body) else {
+            return Vec::new();
+        };
+        let source = |id: &str| join(&[keys::SOURCE, id.as_bytes()]);
+        let claim = |id: &str| join(&[keys::CLAIM, id.as_bytes()]);
+        let evidence = |id: &str| join(&[keys::EVIDENCE, id.as_bytes()]);
+        let hops = |h: &[pb::AttributionHop]| -> Vec<Vec<u8>> {
+            h.iter()
+                .filter(|h| !h.source_id.is_empty())
+                .map(|h| source(&h.source_id))
+                .collect()
+        };
+        let mut out = Vec::new();
+        if !change.request_id.is_empty() {
+            let scoped = super::scoped_request_id(actor, &change.request_id);
+            out.push(join(&[keys::REQUEST, scoped.as_bytes()]));
+        }
+        match change.kind {
+            Some(Kind::SourceRegistered(s)) => out.push(source(&s.id)),
+            Some(Kind::SourceGraded(g)) => out.push(source(&g.source_id)),
+            Some(Kind::ClaimSubmitted(c)) => {
+                out.push(source(&c.claimant_id));
+                out.extend(hops(&c.attribution));
+                out.push(claim(&c.id));
+            }
+            Some(Kind::EvidenceAdded(e)) => {
+                out.push(claim(&e.claim_id));
+                out.push(source(&e.source_id));
+                out.extend(hops(&e.attribution));
+                out.push(evidence(&e.id));
+            }
+            Some(Kind::VerdictRecorded(v)) => {
+                out.push(claim(&v.claim_id));
+                out.extend(v.evidence_ids.iter().map(|id| evidence(id)));
+            }
+            Some(Kind::ClaimRetracted(r)) => {
+                out.push(claim(&r.claim_id));
+                out.push(join(&[keys::RETRACTED, r.claim_id.as_bytes()]));
+                out.push(source(&r.source_id));
+            }
+            None => {}
+        }
+        out
+    }
 }
 
 fn get<M: Message + Default>(ctx: &Ctx<'_>, key: &[u8]) -> Result<Option<M>, LedgerError> {

@@ -27,6 +27,14 @@ pub type Rejection = Box<dyn std::error::Error + Send + Sync>;
 pub trait Apply: Send + Sync + 'static {
     /// Validates one entry against the current state and stages the index writes it implies.
     fn apply(&self, ctx: &mut Ctx<'_>, meta: &EntryMeta, body: &[u8]) -> Result<(), Rejection>;
+
+    /// The state keys (without the index prefix byte) that applying this entry will read, as
+    /// far as the body alone tells. A store that pays a round trip per read (PostgreSQL)
+    /// fetches them for a whole group in one before the group is applied. Only a hint: the
+    /// hook may read other keys, and listing one it will not read costs only its fetch.
+    fn reads(&self, _actor: &str, _body: &[u8]) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
 }
 
 /// An [`Apply`] that accepts everything and indexes nothing (the bare log).
@@ -38,7 +46,7 @@ impl Apply for NoApply {
     }
 }
 
-fn full_key(key: &[u8]) -> Vec<u8> {
+pub(crate) fn full_key(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
     k.push(INDEX_PREFIX);
     k.extend_from_slice(key);

@@ -130,6 +130,20 @@ impl Kv {
         }
     }
 
+    /// Whether [`Kv::prefetch`] saves anything (a read costs a round trip).
+    pub fn prefetches(&self) -> bool {
+        matches!(self, Kv::Postgres(_))
+    }
+
+    /// Reads `keys` (full state keys) in one go where that is cheaper than one by one, so the
+    /// writer's validation finds them without a round trip each; a no-op on sled.
+    pub fn prefetch(&self, keys: Vec<Vec<u8>>) -> Result<(), LogError> {
+        match self {
+            Kv::Sled(_) => Ok(()),
+            Kv::Postgres(p) => p.prefetch(keys),
+        }
+    }
+
     pub fn contains(&self, key: &[u8]) -> Result<bool, LogError> {
         Ok(self.get(key)?.is_some())
     }

@@ -586,6 +586,18 @@ impl Writer {
             }
             return None;
         }
+        if self.store.kv().prefetches() {
+            // One round trip for the state the group's validation reads, instead of one each.
+            let keys: Vec<Vec<u8>> = group
+                .iter()
+                .flat_map(|r| self.apply.reads(&r.actor, &r.body))
+                .map(|k| super::apply::full_key(&k))
+                .collect();
+            if let Err(e) = self.store.kv().prefetch(keys) {
+                // Validation reads them one by one then, and fails there if the store does.
+                tracing::debug!(error = %e, "prefetching the group's state failed");
+            }
+        }
         let mut entries: Vec<(u64, Vec<u8>)> = Vec::with_capacity(group.len());
         let mut overlay = Overlay::new();
         let reader = GroupReader::new(self.store.clone());

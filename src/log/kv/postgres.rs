@@ -14,8 +14,8 @@
 //! **One sequencer at a time.** Any number of processes may open the same database; the one
 //! whose writer holds the session advisory lock [`SEQUENCER_LOCK`] (on a connection of its
 //! own) sequences and signs. Taking the lock bumps `head.writer_epoch`, and every group commits
-//! only `WHERE writer_epoch = mine AND tree_size = the size it extends`, in the transaction that
-//! inserts its entries: a stale leader (paused, partitioned, its lock lost with its session)
+//! only `WHERE writer_epoch = mine AND tree_size = the size it extends`, in the statement that
+//! inserts its entries (one statement per group, so one round trip): a stale leader (paused, partitioned, its lock lost with its session)
 //! can neither append nor fork. A commit that fails or is fenced is not acknowledged, and the
 //! writer steps down; the next group takes the lock again and continues from the stored head,
 //! so a client's retry with the same request id gets one answer either way.
@@ -463,6 +463,49 @@ impl PgKv {
         })
     }
 
+    /// Fills the sequencer's state cache with `keys` (absent ones too) in one query: the
+    /// writer calls it with the keys a group's validation will read, which would otherwise be
+    /// a round trip each (a new request id, a new claim's id). Nothing while this process does
+    /// not sequence (then nothing is cached).
+    pub fn prefetch(&self, mut keys: Vec<Vec<u8>>) -> Result<(), LogError> {
+        if !self.leading() {
+            return Ok(());
+        }
+        let seen = match self.cache.lock() {
+            Ok(c) => {
+                keys.retain(|k| {
+                    matches!(Keyspace::of(k), Keyspace::State) && !c.map.contains_key(k)
+                });
+                c.commits
+            }
+            Err(_) => return Ok(()),
+        };
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let rows = self.query(
+            "SELECT k, v FROM state WHERE k = ANY($1)",
+            vec![(Box::new(keys.clone()), Type::BYTEA_ARRAY)],
+        )?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let k: Vec<u8> = r.try_get(0).map_err(|e| db(&self.shown, e))?;
+            found.insert(k, column(r, 1)?);
+        }
+        if let Ok(mut c) = self.cache.lock() {
+            // As in `get`: only if no commit came in between.
+            if c.commits == seen {
+                for k in keys {
+                    let v = found.remove(&k);
+                    c.insert(k, v);
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Val>, LogError> {
         match Keyspace::of(key) {
             Keyspace::Entry(idx) => {
@@ -730,7 +773,8 @@ impl PgKv {
         }
     }
 
-    /// Writes `group` in one transaction fenced by the epoch and the size it extends.
+    /// Writes `group` in one statement (its own transaction) fenced by the epoch and the size
+    /// it extends.
     pub fn commit(&self, group: GroupWrite) -> Result<(), SyncFailure> {
         let mut w = self.writer.lock().map_err(|_| {
             SyncFailure::Final(LogError::Internal(
@@ -774,58 +818,51 @@ impl PgKv {
         let root = group.checkpoint.root.0.to_vec();
         let note = group.checkpoint.note;
         let c = client.clone();
+        // One statement, so one round trip and its own transaction: every part after the fenced
+        // head update happens only if that update matched (`EXISTS (SELECT 1 FROM h)`), and
+        // any error (a duplicate index, say) undoes it all.
         let outcome = self.block(async move {
-            c.batch_execute("BEGIN").await?;
-            let fenced = c
+            let rows = c
                 .query_typed(
-                    "UPDATE head SET tree_size = $1, root = $2, checkpoint = $3 \
-                     WHERE writer_epoch = $4 AND tree_size = $5 RETURNING tree_size",
+                    "WITH h AS (
+                         UPDATE head SET tree_size = $1, root = $2, checkpoint = $3
+                         WHERE writer_epoch = $4 AND tree_size = $5 RETURNING tree_size
+                     ), e AS (
+                         INSERT INTO entries (idx, hashes, body)
+                         SELECT * FROM unnest($6::int8[], $7::bytea[], $8::bytea[])
+                         WHERE EXISTS (SELECT 1 FROM h)
+                     ), p AS (
+                         INSERT INTO state (k, v)
+                         SELECT * FROM unnest($9::bytea[], $10::bytea[])
+                         WHERE EXISTS (SELECT 1 FROM h)
+                         ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v
+                     ), d AS (
+                         DELETE FROM state WHERE k = ANY($11::bytea[]) AND EXISTS (SELECT 1 FROM h)
+                     ), n AS (
+                         INSERT INTO checkpoints (tree_size, note)
+                         SELECT $1, $3 WHERE EXISTS (SELECT 1 FROM h)
+                     )
+                     SELECT count(*) FROM h",
                     &[
                         (&size, Type::INT8),
                         (&root, Type::BYTEA),
                         (&note, Type::TEXT),
                         (&epoch, Type::INT8),
                         (&prev, Type::INT8),
+                        (&idx, Type::INT8_ARRAY),
+                        (&hashes, Type::BYTEA_ARRAY),
+                        (&bodies, Type::BYTEA_ARRAY),
+                        (&put_k, Type::BYTEA_ARRAY),
+                        (&put_v, Type::BYTEA_ARRAY),
+                        (&del_k, Type::BYTEA_ARRAY),
                     ],
                 )
-                .await?
-                .is_empty();
-            if fenced {
-                c.batch_execute("ROLLBACK").await?;
-                return Ok(false);
-            }
-            c.query_typed(
-                "INSERT INTO entries (idx, hashes, body) \
-                 SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[])",
-                &[
-                    (&idx, Type::INT8_ARRAY),
-                    (&hashes, Type::BYTEA_ARRAY),
-                    (&bodies, Type::BYTEA_ARRAY),
-                ],
-            )
-            .await?;
-            if !put_k.is_empty() {
-                c.query_typed(
-                    "INSERT INTO state (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-                    &[(&put_k, Type::BYTEA_ARRAY), (&put_v, Type::BYTEA_ARRAY)],
-                )
                 .await?;
-            }
-            if !del_k.is_empty() {
-                c.query_typed(
-                    "DELETE FROM state WHERE k = ANY($1::bytea[])",
-                    &[(&del_k, Type::BYTEA_ARRAY)],
-                )
-                .await?;
-            }
-            c.query_typed(
-                "INSERT INTO checkpoints (tree_size, note) VALUES ($1, $2)",
-                &[(&size, Type::INT8), (&note, Type::TEXT)],
-            )
-            .await?;
-            c.batch_execute("COMMIT").await?;
-            Ok(true)
+            let updated: i64 = match rows.first() {
+                Some(r) => r.try_get(0)?,
+                None => 0,
+            };
+            Ok(updated == 1)
         });
         match outcome {
             Ok(true) => {
