@@ -46,6 +46,7 @@ const REGISTER: &[&str] = &[
     "B",
 ];
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_prints_its_generated_request_id_and_a_retry_with_it_writes_nothing() {
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -91,7 +92,9 @@ async fn a_write_prints_its_generated_request_id_and_a_retry_with_it_writes_noth
 
     server.stop().await;
 }
+}
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn importing_lines_without_request_ids_twice_writes_them_once() {
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -124,7 +127,9 @@ async fn importing_lines_without_request_ids_twice_writes_them_once() {
 
     server.stop().await;
 }
+}
 
+both_stores! {
 /// `claimledger bench` measures every call it lists against the real server, with the health
 /// check as the baseline of each concurrency (the figures themselves are not asserted: speed
 /// is shown by benchmarks, not tests).
@@ -167,4 +172,5 @@ async fn bench_measures_each_call_against_the_health_check() {
     // The writes it measured are in the log: 2 sources, 3 seeded claims with evidence, then
     // at least one SubmitClaim and one AddEvidence per concurrency.
     assert!(size(&url).await >= 2 + 6 + 4);
+}
 }

@@ -2,12 +2,18 @@
 //! temp data dir, import the article, ask about the drone claim, add evidence until it is
 //! confirmed, fetch and verify proofs, audit on the server, stop with SIGTERM, audit offline,
 //! rebuild the indexes with `reindex`, and find the same answers after a restart.
+//!
+//! Again with `serve --store postgres://…` on the test process's own PostgreSQL: the same tour,
+//! where the offline audit and `reindex` (sled's) give way to a restart with the query index
+//! deleted, rebuilt from the log in the database.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_claimledger");
+use common::BIN;
 /// The drone claim's id: derived from the import file's request id, so stable everywhere.
 const DRONES: &str = "c-3658ce8b22ece3b3";
 
@@ -17,10 +23,12 @@ struct Server {
 }
 
 impl Server {
-    fn start(dir: &Path) -> Server {
+    /// `serve` on `dir`, with the log in `store` (`None`: sled in `dir`).
+    fn start(dir: &Path, store: Option<&str>) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
+            .args(store.map(|s| ["--store", s]).into_iter().flatten())
             .env("RUST_LOG", "warn")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -91,11 +99,24 @@ fn offline(args: &[&str], dir: &Path) -> (bool, String) {
 
 #[test]
 fn readme_tour_through_the_binary() {
+    tour(None);
+}
+
+#[test]
+fn readme_tour_through_the_binary_on_postgres() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let url = common::pg::cluster()
+        .and_then(|c| c.database_for(tmp.path()))
+        .unwrap_or_else(|e| panic!("the test PostgreSQL: {e}"));
+    tour(Some(&url));
+}
+
+fn tour(store: Option<&str>) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("data");
     let article = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/article.jsonl");
 
-    let server = Server::start(&dir);
+    let server = Server::start(&dir, store);
     let imported = server.run(&["import", article]);
     assert!(imported.contains("8 claims"), "{imported}");
     assert!(imported.contains(DRONES), "{imported}");
@@ -160,13 +181,18 @@ fn readme_tour_through_the_binary() {
     assert_eq!(confirmed, 2, "{listed}");
     server.stop();
 
-    let (ok, out) = offline(&["verify"], &dir);
-    assert!(ok && out.starts_with("ok: "), "{out}");
-    let (ok, out) = offline(&["reindex"], &dir);
-    assert!(ok, "{out}");
+    if store.is_none() {
+        let (ok, out) = offline(&["verify"], &dir);
+        assert!(ok && out.starts_with("ok: "), "{out}");
+        let (ok, out) = offline(&["reindex"], &dir);
+        assert!(ok, "{out}");
+    } else {
+        // The query index is derived: without it, `serve` rebuilds it from the log.
+        std::fs::remove_dir_all(dir.join("index")).expect("delete the query index");
+    }
 
     // After rebuilding the indexes from the log, the answers are the same.
-    let server = Server::start(&dir);
+    let server = Server::start(&dir, store);
     let again = server.run(&["claim", "list", "--status", "confirmed", "--json"]);
     assert_eq!(json(&again), json(&listed));
     let status = json(&server.run(&["claim", "status", DRONES, "--json"]));

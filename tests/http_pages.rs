@@ -4,7 +4,8 @@
 //! drone claim, sees its status and trace, and sees the page's own script verify the
 //! claim's inclusion proofs, and then, with the server serving an altered proof (the
 //! `Ctx::alter_page_proofs` hook), sees the page say the check failed. Screenshots go to
-//! `$CARGO_TARGET_DIR/test-artifacts/` (`target/test-artifacts/` when unset).
+//! `$CARGO_TARGET_DIR/test-artifacts/` (`target/test-artifacts/` when unset). Each test runs
+//! on sled and on PostgreSQL (`NAME::sled`, `NAME::postgres`).
 
 mod common;
 
@@ -32,7 +33,7 @@ impl PagesServer {
     async fn start(dir: &Path) -> PagesServer {
         let log = claimledger::log::Log::open(
             dir,
-            claimledger::log::Options::default(),
+            log_options(dir),
             Arc::new(claimledger::ledger::LedgerApply),
         )
         .expect("open the log");
@@ -127,6 +128,7 @@ fn assert_no_other_host(path: &str, html: &str) {
     }
 }
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_html_json_and_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -415,6 +417,7 @@ async fn pages_html_json_and_errors() {
     let a = http_get(addr, &format!("/claims/{drone}?as_of=1")).await;
     assert_eq!(a.status, 404, "{}", a.text());
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // The real browser
@@ -474,8 +477,14 @@ async fn dom(profile: &Path, url: &str) -> String {
     chromium(profile, vec!["--dump-dom".into(), url.into()]).await
 }
 
+/// Saves a screenshot of `url` as `STORE-NAME` (the store of the running test: the sled and
+/// PostgreSQL runs of a test run side by side).
 async fn screenshot(profile: &Path, url: &str, name: &str) -> PathBuf {
-    let path = artifacts().join(name);
+    let store = match current_store() {
+        Store::Sled => "sled",
+        Store::Postgres => "postgres",
+    };
+    let path = artifacts().join(format!("{store}-{name}"));
     let _ = std::fs::remove_file(&path);
     chromium(
         profile,
@@ -560,6 +569,7 @@ fn result_link(dom: &str, needle: &str) -> String {
     panic!("no search result about {needle:?} in:\n{dom}");
 }
 
+both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_checks_the_proofs() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -658,4 +668,5 @@ async fn a_real_browser_checks_the_proofs() {
     screenshot(profile.path(), &url, "pages-claim-altered-proof.png").await;
     eprintln!("browser, altered proof: {summary}");
     server.ctx.alter_page_proofs.store(false, Ordering::Relaxed);
+}
 }
