@@ -551,6 +551,38 @@ impl Log {
         self.store.kv().postgres().is_some()
     }
 
+    /// Whether this process signs the log's new checkpoints: always with sled; with
+    /// PostgreSQL, while it holds the sequencer's lead.
+    pub fn sequencing(&self) -> bool {
+        self.store.kv().postgres().is_none_or(|pg| pg.leading())
+    }
+
+    /// The size of the log in its store now: [`Log::size`] with sled; with PostgreSQL, the
+    /// primary's head, which may be beyond what this process has published yet.
+    pub fn stored_size(&self) -> Result<u64, LogError> {
+        match self.store.kv().postgres() {
+            Some(pg) => pg.primary_size(),
+            None => Ok(self.size()),
+        }
+    }
+
+    /// Keeps a cosigned checkpoint where the other processes of a shared log read it (a no-op
+    /// with sled, which has no other processes).
+    pub fn store_cosigned(&self, size: u64, note: &str) -> Result<(), LogError> {
+        match self.store.kv().postgres() {
+            Some(pg) => pg.store_cosigned(size, note),
+            None => Ok(()),
+        }
+    }
+
+    /// The cosigned checkpoint kept by [`Log::store_cosigned`] (always `None` with sled).
+    pub fn stored_cosigned(&self) -> Result<Option<String>, LogError> {
+        match self.store.kv().postgres() {
+            Some(pg) => pg.cosigned(),
+            None => Ok(None),
+        }
+    }
+
     /// The URL of another process that sequences this log, to forward writes to; `None` when
     /// this process sequences or may take the lead (or the log is not shared).
     pub fn sequencer_elsewhere(&self) -> Result<Option<String>, LogError> {

@@ -11,7 +11,10 @@
 //! - two copies of one log (same key and origin) written differently: the second is refused
 //!   by the witness and halts itself, at the same size (409) and from a larger size (422);
 //! - `claimledger log checkpoint --witness-key …` succeeds with the right keys and fails with
-//!   a wrong one.
+//!   a wrong one;
+//! - two processes sharing a PostgreSQL log and its witness both serve the latest cosigned
+//!   checkpoint under writes to both, also after the lead moves while one was paused, and
+//!   neither halts.
 
 mod common;
 
@@ -868,4 +871,107 @@ async fn claim_status_proof_says_what_the_witnesses_vouch_for() {
         "{out}"
     );
     stop(srv).await;
+}
+
+/// Two `serve` processes sharing one PostgreSQL log, each with the same witness: the follower
+/// publishes sizes a little after the sequencer, so the witness often holds a larger size of
+/// the log than the follower has published. That is the log moving on, not a rollback: the
+/// follower keeps serving, and both end up serving the same cosigned checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_sharing_a_postgres_log_share_its_witness() {
+    let tmp = temp();
+    let url = common::pg::cluster()
+        .and_then(|c| c.database_for(tmp.path()))
+        .unwrap_or_else(|e| panic!("the test PostgreSQL: {e}"));
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let log_vkey = new_log_dir(&dir_a, 9);
+    std::fs::create_dir_all(&dir_b).expect("mkdir");
+    std::fs::copy(dir_a.join("log.key"), dir_b.join("log.key")).expect("copy the key");
+    let w = LocalWitness::start(&tmp.path().join("w"), "w.example", &log_vkey).await;
+    let a = serve(&dir_a, &[w.flag()], &["--store", &url]).await;
+    let mut ca = clients(&a).await;
+    write(&mut ca, "first", 1).await;
+    let b = serve(&dir_b, &[w.flag()], &["--store", &url]).await;
+    let mut cb = clients(&b).await;
+
+    // Rounds of writes through both (B forwards to A), each followed by both serving the
+    // cosigned latest checkpoint.
+    let mut size = 1;
+    for round in 0..5 {
+        let mut tasks = Vec::new();
+        for t in 0..4 {
+            let mut c = if t % 2 == 0 { ca.clone() } else { cb.clone() };
+            tasks.push(tokio::spawn(async move {
+                write(&mut c, &format!("r{round}-t{t}"), 5).await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("writer");
+        }
+        size += 20;
+        for (c, who) in [(&mut ca, "A"), (&mut cb, "B")] {
+            let r = wait_checkpoint(c, &format!("{who} cosigned at {size}"), |r| {
+                r.size == size && r.cosigned_is_latest
+            })
+            .await;
+            assert_cosigned_by(&r, &log_vkey, &[&w.vkey], &[]);
+        }
+        assert_eq!(health(&a).await, ServingStatus::Serving, "A");
+        assert_eq!(health(&b).await, ServingStatus::Serving, "B");
+    }
+
+    // A paused while B takes over (A's session ended) and the witness cosigns beyond what A
+    // has: once resumed, A still believes it leads for a moment, and a witness ahead of it is
+    // the log moving on, not a rollback. A is not halted, and serves the latest cosigned.
+    let signal = |p: &ServeProcess, sig| {
+        // SAFETY: kill(2) on our own child process with a valid signal.
+        assert_eq!(unsafe { libc::kill(p.pid(), sig) }, 0);
+    };
+    signal(&a, libc::SIGSTOP);
+    let pg = common::pg::cluster().unwrap_or_else(|e| panic!("{e}"));
+    let db = url.rsplit('/').next().expect("a database name");
+    pg.psql(
+        db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'claimledger-sequencer' AND datname = current_database()",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut taken = false;
+    for i in 0..200 {
+        let r = cb
+            .sources
+            .register_source(pb::RegisterSourceRequest {
+                request_id: format!("takeover-{i}"),
+                source: Some(common::source(
+                    &format!("takeover-{i}"),
+                    "UA",
+                    pb::Role::NonParty,
+                    pb::Reliability::B,
+                    "",
+                )),
+            })
+            .await;
+        if r.is_ok() {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(taken, "B takes the lead while A is paused");
+    write(&mut cb, "by-b", 5).await;
+    size += 6;
+    let r = wait_checkpoint(&mut cb, "B cosigned after taking over", |r| {
+        r.size == size && r.cosigned_is_latest
+    })
+    .await;
+    assert_cosigned_by(&r, &log_vkey, &[&w.vkey], &[]);
+    signal(&a, libc::SIGCONT);
+    wait_checkpoint(&mut ca, "A, resumed, serves the latest cosigned", |r| {
+        r.size == size && r.cosigned_is_latest
+    })
+    .await;
+    assert_eq!(health(&a).await, ServingStatus::Serving, "A is not halted");
+    stop(b).await;
+    stop(a).await;
+    w.stop().await;
 }

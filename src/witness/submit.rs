@@ -130,6 +130,9 @@ pub struct Submitter {
     client: WitnessClient,
     tx: watch::Sender<Option<Arc<Cosigned>>>,
     halted: bool,
+    /// The configured witnesses' keys, to check a cosigned checkpoint another process of a
+    /// shared log stored.
+    verifiers: Vec<crate::witness::cosignature::CosignatureVerifier>,
 }
 
 impl Submitter {
@@ -162,6 +165,7 @@ impl Submitter {
             client: WitnessClient::new(REQUEST_TIMEOUT),
             tx,
             halted: false,
+            verifiers: witnessing.verifiers(),
         };
         match cosigned::load(dir, &log_key, &witnessing.verifiers(), quorum) {
             cosigned::Stored::None => {}
@@ -174,7 +178,7 @@ impl Submitter {
     }
 
     fn adopt_stored(&mut self, c: Cosigned) {
-        let have = self.log.size();
+        let have = self.have();
         let file = self.dir.join(cosigned::FILE);
         let names = c
             .cosigners
@@ -205,6 +209,68 @@ impl Submitter {
             )),
             Err(e) => tracing::warn!(error = %e, "cannot compare the stored cosigned checkpoint"),
         }
+    }
+
+    /// How many entries the log has, as evidence against a witness's size: with a shared
+    /// log, what its store holds (this process may not have published all of it yet).
+    fn have(&self) -> u64 {
+        have(&self.log)
+    }
+
+    /// Whether another process of a shared log signs its checkpoints now: then that process
+    /// talks to the witnesses, and this one serves the cosigned checkpoint it stores.
+    fn follows(&self) -> bool {
+        self.log.shared() && !self.log.sequencing()
+    }
+
+    /// Serves the cosigned checkpoint the sequencer of a shared log stored, once it checks
+    /// (the log's signature, the quorum of this process's witnesses) and this process has
+    /// published its size with the same root.
+    fn adopt_from_store(&mut self) {
+        let note = match self.log.stored_cosigned() {
+            Ok(Some(n)) => n,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the stored cosigned checkpoint");
+                return;
+            }
+        };
+        let log_key = self.log.checkpointer().verifier_key().to_string();
+        let c = match cosigned::parse(note.as_bytes(), &log_key, &self.verifiers, self.quorum) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "the stored cosigned checkpoint is not served");
+                return;
+            }
+        };
+        let better = match self.tx.borrow().as_ref() {
+            None => true,
+            Some(p) => {
+                p.size < c.size || (p.size == c.size && p.cosigners.len() < c.cosigners.len())
+            }
+        };
+        if !better || c.size > self.log.size() {
+            // Not newer, or not published here yet (the next look finds it).
+            return;
+        }
+        match self.log.root_at(c.size) {
+            Ok(root) if root == c.root => {}
+            Ok(_) => {
+                tracing::error!(
+                    size = c.size,
+                    "the stored cosigned checkpoint's root is not this log's at its size"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the stored cosigned checkpoint");
+                return;
+            }
+        }
+        if let Err(e) = cosigned::persist(&self.dir, &c) {
+            tracing::warn!(error = %e, "cannot store the cosigned checkpoint");
+        }
+        self.tx.send_replace(Some(Arc::new(c)));
     }
 
     /// Whether a witness's evidence halted the log.
@@ -251,6 +317,17 @@ impl Submitter {
     pub async fn run(mut self, mut closing: watch::Receiver<bool>) {
         while !self.halted && !*closing.borrow() {
             let size = self.log.size();
+            if self.follows() {
+                self.adopt_from_store();
+                let log = self.log.clone();
+                tokio::select! {
+                    changed = closing.changed() => if changed.is_err() { return },
+                    grew = log.wait_beyond(size) => if grew.is_none() { return },
+                    // The sequencer stores the cosigned checkpoint a little after the size.
+                    _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                }
+                continue;
+            }
             let now = Instant::now();
             let behind = |p: &&Peer| !p.has_cosigned(size);
             if self
@@ -287,6 +364,11 @@ impl Submitter {
             halted: None,
             cosigned: None,
         };
+        if self.follows() {
+            self.adopt_from_store();
+            report.cosigned = self.tx.borrow().as_ref().map(|c| c.size);
+            return report;
+        }
         let cp = match self.log.latest_checkpoint() {
             Ok(cp) => cp,
             Err(e) => {
@@ -421,6 +503,16 @@ impl Submitter {
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot store the cosigned checkpoint"),
             Err(e) => tracing::warn!(error = %e, "cannot store the cosigned checkpoint"),
         }
+        if self.log.shared() {
+            let (log, stored) = (self.log.clone(), c.clone());
+            match tokio::task::spawn_blocking(move || log.store_cosigned(stored.size, &stored.note))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot share the cosigned checkpoint"),
+                Err(e) => tracing::warn!(error = %e, "cannot share the cosigned checkpoint"),
+            }
+        }
         tracing::debug!(
             size = c.size,
             cosigners = c.cosigners.len(),
@@ -435,6 +527,20 @@ async fn sleep_until(t: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+/// How often a process that does not sign a shared log looks for a newer cosigned checkpoint.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+/// See [`Submitter::have`].
+fn have(log: &Log) -> u64 {
+    if log.shared() {
+        match log.stored_size() {
+            Ok(n) => return n.max(log.size()),
+            Err(e) => tracing::warn!(error = %e, "cannot read the log's stored size"),
+        }
+    }
+    log.size()
 }
 
 /// How long a round waits for the witnesses still answering once the quorum has cosigned.
@@ -462,7 +568,7 @@ async fn submit(
     for _ in 0..3 {
         let old = known.unwrap_or(0);
         if old > cp.size {
-            let have = log.size();
+            let have = have(log);
             if old > have {
                 return (known, Outcome::Fork(rolled_back(w, old, have)));
             }
@@ -507,7 +613,7 @@ async fn submit(
                 return (known, Outcome::Fork(forked_at(w, old, log.size())));
             }
             Answer::Conflict(Ok(n)) => {
-                let have = log.size();
+                let have = have(log);
                 if n > have {
                     return (Some(n), Outcome::Fork(rolled_back(w, n, have)));
                 }

@@ -9,6 +9,7 @@
 //! | `meta (k, v)` | the origin | `m…` |
 //! | `head` | one: `tree_size`, `root`, `checkpoint`, `writer_epoch` | `msize`, `mcheckpoint` |
 //! | `checkpoints (tree_size, note)` | every checkpoint the log signed with a group | |
+//! | `cosigned (tree_size, note)` | one: the latest checkpoint the witnesses' quorum cosigned | |
 //! | `claimledger_schema (version)` | the migrations applied | |
 //!
 //! **One sequencer at a time.** Any number of processes may open the same database; the one
@@ -80,6 +81,13 @@ const MIGRATIONS: &[&str] = &[
      );
      INSERT INTO head (tree_size, writer_epoch) VALUES (0, 0);
      CREATE TABLE checkpoints (tree_size bigint PRIMARY KEY, note text NOT NULL);",
+    // 2: the latest checkpoint the witnesses' quorum cosigned, written by the sequencer and
+    // served by every process.
+    "CREATE TABLE cosigned (
+         one boolean PRIMARY KEY DEFAULT true CHECK (one),
+         tree_size bigint NOT NULL CHECK (tree_size >= 0),
+         note text NOT NULL
+     );",
 ];
 
 /// The log's tables in one PostgreSQL database.
@@ -893,6 +901,46 @@ impl PgKv {
                 Err(SyncFailure::Lost(e))
             }
         }
+    }
+
+    /// Keeps `note`, a checkpoint of `size` entries cosigned by the witnesses' quorum, as the
+    /// log's latest cosigned checkpoint, unless a larger one (or the same size with more
+    /// cosignatures) is kept already: a stale sequencer cannot take it back.
+    pub fn store_cosigned(&self, size: u64, note: &str) -> Result<(), LogError> {
+        let (size, note) = (size as i64, note.to_string());
+        let c = self.reader();
+        self.block(async move {
+            c.execute(
+                "INSERT INTO cosigned (tree_size, note) VALUES ($1, $2) \
+                 ON CONFLICT (one) DO UPDATE SET tree_size = EXCLUDED.tree_size, \
+                 note = EXCLUDED.note \
+                 WHERE cosigned.tree_size < EXCLUDED.tree_size \
+                 OR (cosigned.tree_size = EXCLUDED.tree_size \
+                     AND length(cosigned.note) < length(EXCLUDED.note))",
+                &[&size, &note],
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    /// The cosigned checkpoint [`PgKv::store_cosigned`] keeps, if any.
+    pub fn cosigned(&self) -> Result<Option<String>, LogError> {
+        let rows = self.query_on(self.reader(), "SELECT note FROM cosigned", vec![])?;
+        rows.first()
+            .map(|r| r.try_get(0).map_err(|e| db(&self.shown, e)))
+            .transpose()
+    }
+
+    /// The size the primary's head holds now (what the log has, whatever this process has
+    /// published so far).
+    pub fn primary_size(&self) -> Result<u64, LogError> {
+        let rows = self.query_on(self.reader(), "SELECT tree_size FROM head", vec![])?;
+        let row = rows
+            .first()
+            .ok_or_else(|| LogError::Corrupt("the head row is missing".into()))?;
+        let size: i64 = row.try_get(0).map_err(|e| db(&self.shown, e))?;
+        Ok(size as u64)
     }
 
     /// The stored size and checkpoint note: the primary's while this process sequences (the

@@ -123,26 +123,36 @@ pub fn load(dir: &Path, log_key: &str, witnesses: &[CosignatureVerifier], quorum
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Stored::None,
         Err(e) => return Stored::Unusable(format!("{}: {e}", path.display())),
     };
-    let checked = match check(&bytes, log_key, witnesses) {
-        Ok(c) => c,
-        Err(e) => return Stored::Unusable(format!("{}: {e}", path.display())),
-    };
+    match parse(&bytes, log_key, witnesses, quorum) {
+        Ok(c) => Stored::Valid(c),
+        Err(e) => Stored::Unusable(format!("{}: {e}", path.display())),
+    }
+}
+
+/// A cosigned note that verifies with the log's key and carries valid cosignatures of at
+/// least `quorum` of `witnesses` (from the file, or from the shared store).
+pub fn parse(
+    note: &[u8],
+    log_key: &str,
+    witnesses: &[CosignatureVerifier],
+    quorum: usize,
+) -> Result<Cosigned, String> {
+    let checked = check(note, log_key, witnesses)?;
     let cosigners: Vec<(String, u64)> = witnesses
         .iter()
         .zip(&checked.cosigned_at)
         .filter_map(|(w, t)| t.map(|t| (w.name().to_string(), t)))
         .collect();
     if cosigners.len() < quorum {
-        return Stored::Unusable(format!(
-            "{}: cosigned by {} of the configured witnesses, fewer than the quorum of {quorum}",
-            path.display(),
+        return Err(format!(
+            "cosigned by {} of the configured witnesses, fewer than the quorum of {quorum}",
             cosigners.len()
         ));
     }
-    Stored::Valid(Cosigned {
+    Ok(Cosigned {
         size: checked.size,
         root: checked.root,
-        note: String::from_utf8_lossy(&bytes).into_owned(),
+        note: String::from_utf8_lossy(note).into_owned(),
         cosigners,
     })
 }
