@@ -10,7 +10,9 @@
 //!    server's certificate, `verify-full` to a host name the certificate is not for, a
 //!    database that wants a client certificate without one;
 //! 3. what libpq accepts, we accept: `verify-ca` to that other host name, `require` with no
-//!    CA at all, and the client certificate with `sslcert`/`sslkey`.
+//!    CA at all, and the client certificate with `sslcert`/`sslkey`;
+//! 4. processes serving TLS forward writes to the sequencer's `https://` URL, checked with
+//!    `--peer-ca`; without it (the platform's roots) a process refuses to forward.
 
 mod common;
 
@@ -313,4 +315,139 @@ async fn what_libpq_accepts_is_accepted() {
     let (encrypted, plain) = connections(pg, "certdb");
     assert!(encrypted >= 2 && plain == 0, "{encrypted} / {plain}");
     drop(p);
+}
+
+/// A `serve` process with TLS (a certificate for 127.0.0.1 from `ca`) on the log of `store`,
+/// with more flags; its data directory gets `key` as its `log.key` if given.
+async fn tls_node(
+    dir: &Path,
+    store: &str,
+    cert: &Path,
+    key: &Path,
+    extra: &[&str],
+) -> ServeProcess {
+    let mut args = vec![
+        "--addr".to_string(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--store".into(),
+        store.to_string(),
+        "--tls-cert".into(),
+        cert.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || ServeProcess::start(args))
+        .await
+        .expect("serve starts")
+}
+
+/// A client of an `https://` server whose certificate `ca` signed.
+async fn tls_clients(url: &str, ca: &str) -> Clients {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+    let ch = tonic::transport::Channel::from_shared(url.to_string())
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("TLS config")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    Clients {
+        sources: pb::source_service_client::SourceServiceClient::new(ch.clone()),
+        claims: pb::claim_service_client::ClaimServiceClient::new(ch.clone()),
+        log: pb::log_service_client::LogServiceClient::new(ch),
+    }
+}
+
+fn register(id: &str) -> pb::RegisterSourceRequest {
+    pb::RegisterSourceRequest {
+        request_id: format!("src-{id}"),
+        source: Some(source(id, "", pb::Role::NonParty, pb::Reliability::B, "")),
+    }
+}
+
+/// Processes serving TLS forward writes to the sequencer's `https://` URL, checking its
+/// certificate against `--peer-ca`; a process without it (the platform's roots, which do not
+/// hold our CA) refuses to forward, saying why, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_forwarded_over_tls_checked_with_the_peer_ca() {
+    let (pg, _) = setup();
+    let root = tempfile::tempdir().expect("temp dir");
+    let peers = ca("claimledger peers CA");
+    let key = KeyPair::generate().expect("a key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &peers)
+        .expect("a certificate");
+    let ca_path = root.path().join("peers-ca.pem");
+    std::fs::write(&ca_path, peers.pem()).expect("write the CA");
+    let cert_path = root.path().join("node.pem");
+    std::fs::write(&cert_path, cert.pem()).expect("write the certificate");
+    let key_path = root.path().join("node-key.pem");
+    write_private(&key_path, &key.serialize_pem());
+    let peer_ca = ca_path.display().to_string();
+    let store = database(pg, "tls_forward", "127.0.0.1");
+
+    let a = tls_node(
+        &root.path().join("a"),
+        &store,
+        &cert_path,
+        &key_path,
+        &["--peer-ca", &peer_ca],
+    )
+    .await;
+    assert!(a.url.starts_with("https://"), "{}", a.url);
+    let mut ca_clients = tls_clients(&a.url, &peers.pem()).await;
+    ca_clients
+        .sources
+        .register_source(register("first"))
+        .await
+        .expect("A takes the lead");
+    for name in ["b", "c"] {
+        std::fs::create_dir_all(root.path().join(name)).expect("mkdir");
+        std::fs::copy(
+            root.path().join("a").join("log.key"),
+            root.path().join(name).join("log.key"),
+        )
+        .expect("copy the key");
+    }
+    let b = tls_node(
+        &root.path().join("b"),
+        &store,
+        &cert_path,
+        &key_path,
+        &["--peer-ca", &peer_ca],
+    )
+    .await;
+    let c = tls_node(&root.path().join("c"), &store, &cert_path, &key_path, &[]).await;
+
+    let mut cb = tls_clients(&b.url, &peers.pem()).await;
+    let r = cb
+        .sources
+        .register_source(register("via-b"))
+        .await
+        .expect("B forwards to A over TLS")
+        .into_inner();
+    let receipt = r.receipt.expect("a receipt");
+    assert_eq!(receipt.index, 1);
+
+    let mut cc = tls_clients(&c.url, &peers.pem()).await;
+    let e = cc
+        .sources
+        .register_source(register("via-c"))
+        .await
+        .expect_err("C cannot check A's certificate");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("cannot be reached"), "{e:?}");
+    assert!(e.message().contains("UnknownIssuer"), "{e:?}");
+    assert_eq!(
+        pg.psql("tls_forward", "SELECT tree_size FROM head")
+            .expect("the head"),
+        "2",
+        "C's write was not appended"
+    );
+    drop((a, b, c));
 }

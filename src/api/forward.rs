@@ -35,13 +35,17 @@ type Response = http::Response<tonic::body::Body>;
 pub struct ForwardLayer {
     log: Log,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// TLS to an `https://` sequencer: `serve --peer-ca` (and this process's own certificate
+    /// as its client certificate), else the platform's roots.
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl ForwardLayer {
-    pub fn new(log: Log) -> ForwardLayer {
+    pub fn new(log: Log, tls: Option<tonic::transport::ClientTlsConfig>) -> ForwardLayer {
         ForwardLayer {
             log,
             channels: Arc::new(Mutex::new(HashMap::new())),
+            tls,
         }
     }
 }
@@ -87,10 +91,13 @@ impl ForwardLayer {
             // alive) is reported rather than waited for.
             .timeout(FORWARD_TIMEOUT);
         if url.starts_with("https://") {
-            // A sequencer serving TLS is checked against the platform's root certificates.
-            endpoint = endpoint
-                .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
-                .map_err(|e| unusable(&e))?;
+            // A sequencer serving TLS is checked against `--peer-ca`, or else the platform's
+            // root certificates.
+            let tls = self
+                .tls
+                .clone()
+                .unwrap_or_else(|| tonic::transport::ClientTlsConfig::new().with_native_roots());
+            endpoint = endpoint.tls_config(tls).map_err(|e| unusable(&e))?;
         }
         let c = endpoint.connect_lazy();
         channels.insert(url.to_string(), c.clone());
@@ -145,10 +152,27 @@ where
                 Ok(resp) => Ok(resp.map(tonic::body::Body::new)),
                 Err(e) => Ok(tonic::Status::unavailable(format!(
                     "this process does not sequence the log, and the one that does ({url}) \
-                     cannot be reached: {e}; retry"
+                     cannot be reached: {}; retry",
+                    with_causes(&e)
                 ))
                 .into_http()),
             }
         }))
     }
+}
+
+/// An error with its causes ("transport error: …: invalid peer certificate: UnknownIssuer"),
+/// since tonic's own text names only the outermost.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }

@@ -76,6 +76,9 @@ pub struct Config {
     pub auth: Auth,
     pub tls: Option<ServerTlsConfig>,
     pub limits: Limits,
+    /// How writes are forwarded to an `https://` sequencer of a shared log (`None`: checked
+    /// against the platform's root certificates, no client certificate).
+    pub forward_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl From<Auth> for Config {
@@ -203,7 +206,10 @@ pub async fn serve(
         .layer(crate::http::metrics::MetricsLayer::new(metrics))
         .layer(RequestErrorsLayer)
         .layer(AuthLayer::new(config.auth))
-        .layer(super::forward::ForwardLayer::new(ctx.log.clone()))
+        .layer(super::forward::ForwardLayer::new(
+            ctx.log.clone(),
+            config.forward_tls,
+        ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop_rx.await;

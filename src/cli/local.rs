@@ -78,6 +78,12 @@ pub struct ServeArgs {
     /// PEM CA certificate(s): require client certificates signed by them (mutual TLS).
     #[arg(long, env = "CLAIMLEDGER_CLIENT_CA", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// With `--store postgres://…`: PEM CA certificate(s) that signed the other processes' TLS
+    /// certificates, to check the sequencer's when a write is forwarded to its `https://` URL
+    /// (default: the platform's roots). With --tls-cert/--tls-key, that certificate is
+    /// presented as the client certificate, for a sequencer that requires one (--client-ca).
+    #[arg(long, env = "CLAIMLEDGER_PEER_CA", value_name = "FILE")]
+    peer_ca: Option<PathBuf>,
     /// Serve plaintext on a non-loopback address on purpose (behind a TLS-terminating proxy).
     #[arg(long, env = "CLAIMLEDGER_ALLOW_PLAINTEXT")]
     allow_plaintext: bool,
@@ -192,6 +198,23 @@ fn tls_config(a: &ServeArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
     Ok(Some(tls))
 }
 
+/// How writes are forwarded to an `https://` sequencer, from `--peer-ca` (`None`: the
+/// platform's roots).
+fn forward_tls(a: &ServeArgs) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    let Some(ca) = &a.peer_ca else {
+        return Ok(None);
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read_pem(ca, "peer CA")?));
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        tls = tls.identity(Identity::from_pem(
+            read_pem(cert, "TLS certificate")?,
+            read_pem(key, "TLS key")?,
+        ));
+    }
+    Ok(Some(tls))
+}
+
 /// The transport rules of SPEC §7: open mode only on loopback, plaintext off loopback only
 /// when asked for on purpose.
 fn check_exposure(a: &ServeArgs, addr: SocketAddr) -> anyhow::Result<()> {
@@ -224,6 +247,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(p) => Auth::Tokens(Arc::new(Tokens::load(p).map_err(anyhow::Error::msg)?)),
     };
     let tls = tls_config(&a)?;
+    let forward_tls = forward_tls(&a)?;
     let witnessing = Witnessing::new(a.witnesses.clone(), a.witness_quorum)?;
     let (listener, addr) = api::server::bind(&a.addr).await?;
     check_exposure(&a, addr)?;
@@ -293,7 +317,12 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("claimledger listening on {scheme}://{addr}");
-    let config = Config { auth, tls, limits };
+    let config = Config {
+        auth,
+        tls,
+        limits,
+        forward_tls,
+    };
     api::server::serve(ctx, listener, config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
