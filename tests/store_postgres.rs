@@ -22,7 +22,9 @@
 //!    primary has not committed and signed, stays consistent while the replica is paused,
 //!    catches up, and forwards writes; with no sequencer left it takes the lead and serves
 //!    what it appended although its replica lags;
-//! 10. a process without the log's key, or with another log's, is refused and makes no key.
+//! 10. a process without the log's key, or with another log's, is refused and makes no key;
+//! 11. a follower's reads (served from the state it cached) show each write another process
+//!     commits once the follower publishes its size.
 //!
 //! Every process is killed (SIGKILL) when its [`Node`] guard drops, also when a test panics.
 
@@ -1688,4 +1690,83 @@ async fn a_process_without_the_logs_key_is_refused() {
     std::fs::copy(elsewhere.dir.join("log.key"), dir_b.join("log.key")).unwrap();
     let err = b.try_spawn().await.expect_err("B holds another log's key");
     assert!(err.contains("is not the key of the log"), "{err}");
+}
+
+/// 11. A follower answers reads from what it cached of the state, and every write another
+/// process commits shows there once the follower publishes its size: a source first absent,
+/// then registered, then regraded again and again, read through B between A's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followers_reads_show_each_write_once_it_has_published_it() {
+    let root = tempfile::tempdir().unwrap();
+    let store = database("sp_follower_reads");
+    let nodes = start_nodes(&["A", "B"], root.path(), &store).await;
+    let mut ca = nodes[0].clients().await;
+    let mut cb = nodes[1].clients().await;
+    try_write(&mut ca, &register_request("lead"))
+        .await
+        .expect("A takes the lead");
+    let get = |c: &mut Clients| {
+        let mut s = c.sources.clone();
+        async move {
+            s.get_source(pb::GetSourceRequest {
+                id: "s-read".into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    // Absent, read through B (and kept as absent), then registered through A.
+    for _ in 0..3 {
+        let e = get(&mut cb).await.expect_err("not registered yet");
+        assert_eq!(e.code(), Code::NotFound);
+    }
+    let rec = try_write(&mut ca, &register_request("s-read"))
+        .await
+        .expect("register through A");
+    let wait_for = |c: &mut Clients, size: u64| {
+        let mut c = c.clone();
+        async move {
+            let started = Instant::now();
+            while checkpoint(&mut c).await.size < size {
+                assert!(started.elapsed() < Duration::from_secs(5), "B follows");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for(&mut cb, rec.tree_size).await;
+    let got = get(&mut cb).await.expect("B finds the source A registered");
+    assert_eq!(got.grades.len(), 1);
+
+    // Regraded through A, read through B before and after each grade.
+    let grades = [
+        pb::Reliability::A,
+        pb::Reliability::E,
+        pb::Reliability::C,
+        pb::Reliability::F,
+    ];
+    for (i, g) in grades.into_iter().enumerate() {
+        for _ in 0..3 {
+            get(&mut cb).await.expect("GetSource through B");
+        }
+        let r = ca
+            .sources
+            .grade_source(pb::GradeSourceRequest {
+                request_id: format!("grade-{i}"),
+                source_id: "s-read".into(),
+                reliability: g as i32,
+                rationale: format!("grade {i}"),
+            })
+            .await
+            .expect("grade through A")
+            .into_inner();
+        let size = r.receipt.expect("a receipt").tree_size;
+        wait_for(&mut cb, size).await;
+        let got = get(&mut cb).await.expect("GetSource through B");
+        let source = got.source.expect("a source");
+        assert_eq!(
+            source.reliability, g as i32,
+            "B shows grade {i} once it serves size {size}"
+        );
+        assert_eq!(got.grades.len(), i + 2);
+    }
 }

@@ -74,6 +74,10 @@ fn step(
             signed.size
         )));
     }
+    // The state up to this size may differ from what this process cached: emptied before
+    // the size is published, so no reader at the new size finds an older value; what is read
+    // from the database from now on is at least this size's (the head said so already).
+    pg.followed();
     super::publish(published, size_tx, &signed);
     Ok(())
 }

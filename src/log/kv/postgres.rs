@@ -122,12 +122,20 @@ pub(crate) struct PgKv {
 /// The most state keys [`StateCache`] keeps before it starts again empty.
 const CACHE_KEYS: usize = 100_000;
 
-/// State keys as they stand, absent ones included, kept by the sequencer: while it holds the
-/// epoch no other process writes the state, so what it read or committed stays true until it
-/// steps down (when the cache is emptied). It spares the writer's validation a round trip per
-/// read of a key already seen (a claimant's source, a claim's record, a request id a retry
-/// sends again). `commits` counts commits and clears: a value read from the database is kept
-/// only if none came between the read and the keeping.
+/// State keys as they stand, absent ones included.
+///
+/// **In the sequencer**, while it holds the epoch no other process writes the state, so what
+/// it read or committed stays true until it steps down (when the cache is emptied). It spares
+/// the writer's validation a round trip per read of a key already seen (a claimant's source,
+/// a claim's record, a request id a retry sends again), and its readers the same.
+///
+/// **In a follower**, the state changes only when the sequencer commits, and every commit
+/// moves the head, which the follower publishes; so the cache is emptied at each size the
+/// follower publishes ([`PgKv::followed`]), and between two it holds values no older than the
+/// published size (as an uncached read does), which a read-mostly instance mostly hits.
+///
+/// `commits` counts commits, publishes and clears: a value read from the database is kept only
+/// if none came between the read and the keeping.
 #[derive(Default)]
 struct StateCache {
     map: std::collections::HashMap<Vec<u8>, Option<Val>>,
@@ -524,13 +532,12 @@ impl PgKv {
                 rows.first().map(|r| packed(r).map(|(_, v)| v)).transpose()
             }
             Keyspace::State => {
-                let leading = self.leading();
                 let seen = match self.cache.lock() {
-                    Ok(c) if leading => match c.map.get(key) {
+                    Ok(c) => match c.map.get(key) {
                         Some(v) => return Ok(v.clone()),
                         None => Some(c.commits),
                     },
-                    _ => None,
+                    Err(_) => None,
                 };
                 let rows = self.query(
                     "SELECT k, v FROM state WHERE k = $1",
@@ -770,6 +777,12 @@ impl PgKv {
         w.epoch = None;
         w.client = None;
         self.set_leader(None);
+        self.forget_state();
+    }
+
+    /// Called by a follower when it publishes a new size: the state another process committed
+    /// up to it may differ from what the cache holds.
+    pub fn followed(&self) {
         self.forget_state();
     }
 
