@@ -35,7 +35,7 @@ mod writer;
 pub use apply::{Apply, Ctx, IndexView, NoApply, Rejection};
 pub use checkpoint::{Checkpointer, SignedCheckpoint};
 pub use entry::{EntryMeta, Envelope};
-pub use error::{AppendError, LogError};
+pub use error::{with_causes, AppendError, LogError};
 pub use kv::Val;
 pub use offline::{Offline, Recovered, Recovery};
 pub(crate) use store::Store;

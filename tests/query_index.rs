@@ -18,7 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use claimledger::claims::policy::{evaluate, Outcome, PolicyInput};
 use claimledger::pb;
 use claimledger::pb::claim_service_client::ClaimServiceClient;
-use common::{claim, evidence, expect_err, source, ts, Clients, ServeProcess, TestServer};
+use common::{
+    claim, evidence, expect_err, source, ts, Clients, ServeProcess, Store, TestServer, STORE,
+};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -1545,6 +1547,17 @@ proptest! {
             .build()
             .expect("a runtime");
         rt.block_on(index_agrees_with_the_log(h));
+    }
+
+    /// The same on PostgreSQL.
+    #[test]
+    fn the_index_agrees_with_the_policy_replayed_from_the_log_on_postgres(h in history()) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(STORE.scope(Store::Postgres, index_agrees_with_the_log(h)));
     }
 }
 

@@ -321,6 +321,25 @@ async fn try_write(
     }
 }
 
+/// `req` to `c`, retried (the same request id) while the answer is one a write to a process
+/// taking over may get, at most [`WRITE_DEADLINE`]; panics with `what` otherwise.
+async fn write_retrying(
+    c: &mut Clients,
+    req: &pb::RegisterSourceRequest,
+    what: &str,
+) -> pb::Receipt {
+    let started = Instant::now();
+    loop {
+        match try_write(c, req).await {
+            Ok(r) => return r,
+            Err(s) if retryable(s.code()) && started.elapsed() < WRITE_DEADLINE => {
+                tokio::time::sleep(RETRY_PAUSE).await
+            }
+            Err(s) => panic!("{what}: {:?} {}", s.code(), s.message()),
+        }
+    }
+}
+
 /// An acknowledged write.
 #[derive(Clone, Debug)]
 struct Acked {
@@ -1576,16 +1595,7 @@ async fn a_process_reading_a_replica_never_runs_ahead_of_the_primary() {
     for i in 41..=45 {
         let req = register_request(&format!("rep-{i}"));
         // A's session may take a moment to end: until then R is told to retry.
-        let started = Instant::now();
-        let rec = loop {
-            match try_write(&mut cr, &req).await {
-                Ok(r) => break r,
-                Err(s) if retryable(s.code()) && started.elapsed() < WRITE_DEADLINE => {
-                    tokio::time::sleep(RETRY_PAUSE).await
-                }
-                Err(s) => panic!("R takes the lead: {:?} {}", s.code(), s.message()),
-            }
-        };
+        let rec = write_retrying(&mut cr, &req, "R takes the lead").await;
         let served = checkpoint(&mut cr).await;
         assert!(
             served.size >= rec.tree_size,
@@ -1626,16 +1636,7 @@ async fn a_process_reading_a_replica_never_runs_ahead_of_the_primary() {
     a.restart().await;
     let mut ca = a.clients().await;
     let req = register_request("rep-46");
-    let started = Instant::now();
-    let rec = loop {
-        match try_write(&mut ca, &req).await {
-            Ok(r) => break r,
-            Err(s) if retryable(s.code()) && started.elapsed() < WRITE_DEADLINE => {
-                tokio::time::sleep(RETRY_PAUSE).await
-            }
-            Err(s) => panic!("A takes the lead back: {:?} {}", s.code(), s.message()),
-        }
-    };
+    let rec = write_retrying(&mut ca, &req, "A takes the lead back").await;
     acked.push(Acked {
         request_id: req.request_id.clone(),
         receipt: rec,

@@ -153,26 +153,10 @@ where
                 Err(e) => Ok(tonic::Status::unavailable(format!(
                     "this process does not sequence the log, and the one that does ({url}) \
                      cannot be reached: {}; retry",
-                    with_causes(&e)
+                    crate::log::with_causes(&e)
                 ))
                 .into_http()),
             }
         }))
     }
-}
-
-/// An error with its causes ("transport error: …: invalid peer certificate: UnknownIssuer"),
-/// since tonic's own text names only the outermost.
-fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }

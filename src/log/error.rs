@@ -113,3 +113,19 @@ pub enum AppendError {
     #[error(transparent)]
     Log(#[from] LogError),
 }
+
+/// An error's text followed by its causes' ("error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer"): tokio-postgres and tonic name only the outermost step.
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -168,19 +168,7 @@ fn describe_error(e: &tokio_postgres::Error) -> String {
         Some(d) => format!("{}: {}", d.code().code(), d.message()),
         // tokio-postgres' own text names only the step that failed ("error performing TLS
         // handshake"); the reason is in its sources.
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                let s_text = s.to_string();
-                if !text.contains(&s_text) {
-                    text.push_str(": ");
-                    text.push_str(&s_text);
-                }
-                source = s.source();
-            }
-            text
-        }
+        None => crate::log::with_causes(e),
     }
 }
 
