@@ -187,6 +187,17 @@ fn tour(store: Option<&str>) {
         let (ok, out) = offline(&["reindex"], &dir);
         assert!(ok, "{out}");
     } else {
+        // The offline audit is sled's; it says where a PostgreSQL log is audited.
+        let out = Command::new(BIN)
+            .args(["verify", "--data-dir"])
+            .arg(&dir)
+            .output()
+            .expect("run verify");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("log verify --server"),
+            "{err}"
+        );
         // The query index is derived: without it, `serve` rebuilds it from the log.
         std::fs::remove_dir_all(dir.join("index")).expect("delete the query index");
     }

@@ -52,7 +52,11 @@ pub enum LogError {
         reason: String,
     },
     /// A directory without the log's `sled/` in it.
-    #[error("{0} is not a claimledger data directory (it has no sled/)")]
+    #[error(
+        "{0} is not a claimledger data directory (it has no sled/); a log kept in PostgreSQL \
+         (serve --store postgres://…) is audited by a running server: claimledger log verify \
+         --server URL"
+    )]
     NotADataDirectory(String),
     /// Stored state that cannot be read as what it must be (not tied to one entry).
     #[error("corrupt storage: {0}")]
