@@ -568,9 +568,9 @@ impl Log {
 
     /// Keeps a cosigned checkpoint where the other processes of a shared log read it (a no-op
     /// with sled, which has no other processes).
-    pub fn store_cosigned(&self, size: u64, note: &str) -> Result<(), LogError> {
+    pub fn store_cosigned(&self, size: u64, cosigners: usize, note: &str) -> Result<(), LogError> {
         match self.store.kv().postgres() {
-            Some(pg) => pg.store_cosigned(size, note),
+            Some(pg) => pg.store_cosigned(size, cosigners, note),
             None => Ok(()),
         }
     }

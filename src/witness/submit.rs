@@ -256,10 +256,20 @@ impl Submitter {
         match self.log.root_at(c.size) {
             Ok(root) if root == c.root => {}
             Ok(_) => {
-                tracing::error!(
-                    size = c.size,
-                    "the stored cosigned checkpoint's root is not this log's at its size"
-                );
+                // Signed by the log's key and cosigned by the quorum, with another root than
+                // the one this process reads at that size: what it reads (a replica, say) is
+                // not the history the witnesses hold.
+                self.halt(format!(
+                    "the cosigned checkpoint of size {} stored in the database (cosigned by {}) \
+                     has another root than this log's at that size: the log forked; refusing \
+                     to sign",
+                    c.size,
+                    c.cosigners
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
                 return;
             }
             Err(e) => {
@@ -505,8 +515,10 @@ impl Submitter {
         }
         if self.log.shared() {
             let (log, stored) = (self.log.clone(), c.clone());
-            match tokio::task::spawn_blocking(move || log.store_cosigned(stored.size, &stored.note))
-                .await
+            match tokio::task::spawn_blocking(move || {
+                log.store_cosigned(stored.size, stored.cosigners.len(), &stored.note)
+            })
+            .await
             {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot share the cosigned checkpoint"),

@@ -9,7 +9,7 @@
 //! | `meta (k, v)` | the origin | `m…` |
 //! | `head` | one: `tree_size`, `root`, `checkpoint`, `writer_epoch` | `msize`, `mcheckpoint` |
 //! | `checkpoints (tree_size, note)` | every checkpoint the log signed with a group | |
-//! | `cosigned (tree_size, note)` | one: the latest checkpoint the witnesses' quorum cosigned | |
+//! | `cosigned (tree_size, cosigners, note)` | one: the latest checkpoint the witnesses' quorum cosigned | |
 //! | `claimledger_schema (version)` | the migrations applied | |
 //!
 //! **One sequencer at a time.** Any number of processes may open the same database; the one
@@ -86,6 +86,7 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE cosigned (
          one boolean PRIMARY KEY DEFAULT true CHECK (one),
          tree_size bigint NOT NULL CHECK (tree_size >= 0),
+         cosigners integer NOT NULL CHECK (cosigners >= 0),
          note text NOT NULL
      );",
 ];
@@ -110,7 +111,8 @@ pub(crate) struct PgKv {
     replica_shown: Option<String>,
     /// The largest head size read from the replica (it only grows: replay moves forward).
     replica_size: AtomicU64,
-    /// The largest size this process committed as the sequencer.
+    /// The largest size this process committed as the sequencer or read from the primary's
+    /// head (which the writer publishes when it takes the lead).
     committed: AtomicU64,
     /// The connection holding the sequencer lock while this process leads (a copy of the
     /// writer's, readable without waiting for a commit).
@@ -207,11 +209,9 @@ pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url;
     };
-    let (auth, host) = match rest
-        .split_once('/')
-        .map_or(rest, |(a, _)| a)
-        .rsplit_once('@')
-    {
+    // The user info ends at the last `@` before the query (a password may hold a `/`).
+    let before_query = rest.split_once('?').map_or(rest, |(a, _)| a);
+    let (auth, host) = match before_query.rsplit_once('@') {
         Some((a, _)) => (a, &rest[a.len() + 1..]),
         None => return url.clone(),
     };
@@ -424,8 +424,9 @@ impl PgKv {
     /// A connection to read the log from: the replica's, if this process reads from one,
     /// does not sequence, and the replica holds all this process may have published.
     ///
-    /// A process publishes sizes it committed itself (at most `committed`) or sizes it read
-    /// from the replica's head (at most `replica_size`). Both only grow, so once the replica
+    /// A process publishes sizes it committed itself or read from the primary's head when it
+    /// took the lead (at most `committed`), or sizes it read from the replica's head (at most
+    /// `replica_size`). Both only grow, so once the replica
     /// has shown a size at least `committed`, it holds every entry and state behind any size
     /// this process published before; until then, and while this process sequences (its
     /// validation must read what the primary holds), reads go to the primary, which holds
@@ -470,7 +471,7 @@ impl PgKv {
     /// Fills the sequencer's state cache with `keys` (absent ones too) in one query: the
     /// writer calls it with the keys a group's validation will read, which would otherwise be
     /// a round trip each (a new request id, a new claim's id). Nothing while this process does
-    /// not sequence (then nothing is cached).
+    /// not sequence (the writer does not validate then).
     pub fn prefetch(&self, mut keys: Vec<Vec<u8>>) -> Result<(), LogError> {
         if !self.leading() {
             return Ok(());
@@ -719,10 +720,12 @@ impl PgKv {
         match epoch {
             Some(e) => {
                 tracing::info!(epoch = e, "this process now sequences the log");
+                w.epoch = Some(e);
+                // Leading first, then emptied: a read that began before keeps nothing it read
+                // (the count moved), and one that begins after reads the primary (it leads).
+                self.set_leader(Some(client.clone()));
                 // What was cached before may have been changed by the previous sequencer.
                 self.forget_state();
-                w.epoch = Some(e);
-                self.set_leader(Some(client.clone()));
                 Ok(Lead::Took)
             }
             None => Ok(Lead::Follower(
@@ -896,29 +899,30 @@ impl PgKv {
                 )))
             }
             Err(e) => {
-                // Whether the transaction committed is unknown if the connection broke at
-                // COMMIT: stepping down makes the next group re-read the head either way.
+                // Whether the statement committed is unknown if the connection broke while it
+                // ran: stepping down makes the next group re-read the head either way.
                 self.step_down(&mut w);
                 Err(SyncFailure::Lost(e))
             }
         }
     }
 
-    /// Keeps `note`, a checkpoint of `size` entries cosigned by the witnesses' quorum, as the
-    /// log's latest cosigned checkpoint, unless a larger one (or the same size with more
-    /// cosignatures) is kept already: a stale sequencer cannot take it back.
-    pub fn store_cosigned(&self, size: u64, note: &str) -> Result<(), LogError> {
-        let (size, note) = (size as i64, note.to_string());
+    /// Keeps `note`, a checkpoint of `size` entries cosigned by `cosigners` witnesses (at
+    /// least the quorum), as the log's latest cosigned checkpoint, unless a larger one (or the
+    /// same size with as many cosigners or more) is kept already: a stale sequencer cannot
+    /// take it back.
+    pub fn store_cosigned(&self, size: u64, cosigners: usize, note: &str) -> Result<(), LogError> {
+        let (size, cosigners, note) = (size as i64, cosigners as i32, note.to_string());
         let c = self.reader();
         self.block(async move {
             c.execute(
-                "INSERT INTO cosigned (tree_size, note) VALUES ($1, $2) \
+                "INSERT INTO cosigned (tree_size, cosigners, note) VALUES ($1, $2, $3) \
                  ON CONFLICT (one) DO UPDATE SET tree_size = EXCLUDED.tree_size, \
-                 note = EXCLUDED.note \
+                 cosigners = EXCLUDED.cosigners, note = EXCLUDED.note \
                  WHERE cosigned.tree_size < EXCLUDED.tree_size \
                  OR (cosigned.tree_size = EXCLUDED.tree_size \
-                     AND length(cosigned.note) < length(EXCLUDED.note))",
-                &[&size, &note],
+                     AND cosigned.cosigners < EXCLUDED.cosigners)",
+                &[&size, &cosigners, &note],
             )
             .await
             .map(|_| ())
@@ -964,6 +968,9 @@ impl PgKv {
         let size = size as u64;
         if on_replica.is_some() {
             self.replica_size.fetch_max(size, Ordering::AcqRel);
+        } else {
+            // The writer may publish it (it reloads from here when it takes the lead).
+            self.committed.fetch_max(size, Ordering::AcqRel);
         }
         Ok((size, note))
     }

@@ -16,7 +16,15 @@
 //!
 //! The trusted CAs are the PEM file `sslrootcert=PATH`, or the platform's roots with
 //! `sslrootcert=system` or when `verify-*` names no file. `sslcert=PATH` and `sslkey=PATH` give
-//! a client certificate (for `cert` authentication in `pg_hba.conf`).
+//! a client certificate (for `cert` authentication in `pg_hba.conf`). Unix-domain sockets never
+//! use TLS.
+//!
+//! Where this differs from libpq: `~/.postgresql/root.crt` and `postgresql.crt` are not read
+//! unless named; `prefer` does not retry without TLS after a failed handshake (only when the
+//! server offers no TLS at all); `sslrootcert=system` is taken with `require` and `verify-ca`
+//! too (libpq 16 asks for `verify-full`); and certificates are checked by webpki, which
+//! refuses a self-signed CA certificate used as the server's own (make the server's
+//! certificate with a CA, as `tests/store_postgres_tls.rs` does).
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -89,7 +97,15 @@ pub(crate) fn parse(url: &str) -> Result<Target, String> {
         }
     };
     config.ssl_mode(ssl_mode);
-    if ssl_mode == SslMode::Disable {
+    // TLS is never used over Unix-domain sockets (as libpq); tokio-postgres would hand the
+    // connector an empty host name, which no certificate check accepts.
+    let all_sockets = !config.get_hosts().is_empty()
+        && config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+    if ssl_mode == SslMode::Disable || all_sockets {
+        config.ssl_mode(SslMode::Disable);
         return Ok(Target { config, tls: None });
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -163,25 +179,26 @@ fn split_ssl_params(url: &str) -> Result<(String, SslParams), String> {
         let Some((base, query)) = url.split_once('?') else {
             return Ok((url.to_string(), ssl));
         };
-        let mut kept = form_urlencoded::Serializer::new(String::new());
-        let mut any = false;
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            if !take(&k, v.to_string()) {
-                kept.append_pair(&k, &v);
-                any = true;
+        // The other parameters stay exactly as written (tokio-postgres percent-decodes them;
+        // `+` is a plus sign there, not a space).
+        let mut kept = Vec::new();
+        for part in query.split('&') {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            if !take(&percent_decoded(k), percent_decoded(v)) {
+                kept.push(part);
             }
         }
-        let kept = kept.finish();
         Ok((
-            if any {
-                format!("{base}?{kept}")
-            } else {
+            if kept.is_empty() {
                 base.to_string()
+            } else {
+                format!("{base}?{}", kept.join("&"))
             },
             ssl,
         ))
     } else {
-        // The key=value form: values here hold no spaces (paths with spaces need the URL form).
+        // The key=value form, split at whitespace: no value may hold a space here, quoted or
+        // not (use the URL form for such values).
         let mut kept = Vec::new();
         for part in url.split_whitespace() {
             match part.split_once('=') {
@@ -191,6 +208,15 @@ fn split_ssl_params(url: &str) -> Result<(String, SslParams), String> {
         }
         Ok((kept.join(" "), ssl))
     }
+}
+
+/// `%XX` sequences decoded (a `+` stays a `+`, as tokio-postgres reads URLs).
+fn percent_decoded(s: &str) -> String {
+    let plus_kept = s.replace('+', "%2B");
+    form_urlencoded::parse(format!("v={plus_kept}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// The CAs a server's certificate must chain to.
@@ -387,9 +413,27 @@ mod tests {
             redact("host=h password=secret dbname=d"),
             "host=h password=*** dbname=d"
         );
+        assert_eq!(redact("postgres://u:se/cret@h/db"), "postgres://u:***@h/db");
         assert_eq!(
             redact("postgres://h/db?application_name=a@b"),
             "postgres://h/db?application_name=a@b"
         );
+    }
+
+    #[test]
+    fn other_parameters_pass_through_as_written() {
+        let (rest, ssl) = split_ssl_params(
+            "postgres://h/db?options=-c%20statement_timeout%3D5s&sslrootcert=%2Fetc%2Fc++.pem",
+        )
+        .unwrap();
+        assert_eq!(rest, "postgres://h/db?options=-c%20statement_timeout%3D5s");
+        assert_eq!(ssl.rootcert.as_deref(), Some("/etc/c++.pem"));
+    }
+
+    #[test]
+    fn unix_sockets_never_use_tls() {
+        let t = parse("host=/var/run/postgresql dbname=d sslmode=require").unwrap();
+        assert!(t.tls.is_none());
+        assert_eq!(t.config.get_ssl_mode(), SslMode::Disable);
     }
 }
