@@ -10,7 +10,8 @@
 //!    server's certificate, `verify-full` to a host name the certificate is not for, a
 //!    database that wants a client certificate without one;
 //! 3. what libpq accepts, we accept: `verify-ca` to that other host name, `require` with no
-//!    CA at all, and the client certificate with `sslcert`/`sslkey`;
+//!    CA at all, a Unix-domain socket (never TLS), and the client certificate with
+//!    `sslcert`/`sslkey`;
 //! 4. processes serving TLS forward writes to the sequencer's `https://` URL, checked with
 //!    `--peer-ca`; without it (the platform's roots) a process refuses to forward.
 
@@ -293,6 +294,23 @@ async fn what_libpq_accepts_is_accepted() {
     let p = serves(dir.path(), &url).await;
     let (encrypted, plain) = connections(pg, "tls_prefer");
     assert!(encrypted >= 2 && plain == 0, "{encrypted} / {plain}");
+    drop(p);
+
+    // A Unix-domain socket: never TLS (as libpq), whatever sslmode says.
+    let dir = tempfile::tempdir().expect("temp dir");
+    pg.create_database("tls_socket").expect("create tls_socket");
+    let socket_dir: String =
+        form_urlencoded::byte_serialize(pg.dir().display().to_string().as_bytes()).collect();
+    let p = serves(
+        dir.path(),
+        &format!(
+            "postgres://postgres@{socket_dir}:{}/tls_socket?sslmode=require",
+            pg.port()
+        ),
+    )
+    .await;
+    let (encrypted, plain) = connections(pg, "tls_socket");
+    assert!(plain >= 2 && encrypted == 0, "{encrypted} / {plain}");
     drop(p);
 
     // A client certificate for the user, where the database wants one.
