@@ -88,8 +88,9 @@ pub struct Options {
     /// (`api::forward`). `None`: writes sent to others while this one leads are refused there.
     pub advertise: Option<String>,
     /// With PostgreSQL: a streaming replica of the database to read the log from
-    /// (`serve --read-store`). Such a process shows only what the replica has, forwards writes
-    /// and never sequences.
+    /// (`serve --read-store`). While another process sequences, such a process shows only
+    /// what the replica has and forwards writes; when none does, it takes the lead and reads
+    /// the primary until the replica has caught up with what it committed.
     pub read_postgres: Option<String>,
 }
 
