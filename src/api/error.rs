@@ -36,7 +36,13 @@ pub fn log(e: LogError) -> Status {
         | LogError::Insecure(_)
         | LogError::Internal(_) => Code::Internal,
     };
-    Status::new(code, e.to_string())
+    // The code already says UNAVAILABLE; the message is the reason alone (clients print
+    // both, which read "unavailable: unavailable: …" before).
+    let message = match e {
+        LogError::Unavailable(why) => why,
+        e => e.to_string(),
+    };
+    Status::new(code, message)
 }
 
 pub fn ledger(e: LedgerError) -> Status {
