@@ -1541,24 +1541,24 @@ proptest! {
 
     #[test]
     fn the_index_agrees_with_the_policy_replayed_from_the_log(h in history()) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(index_agrees_with_the_log(h));
+        agrees_on(Store::Sled, h);
     }
 
     /// The same on PostgreSQL.
     #[test]
     fn the_index_agrees_with_the_policy_replayed_from_the_log_on_postgres(h in history()) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(STORE.scope(Store::Postgres, index_agrees_with_the_log(h)));
+        agrees_on(Store::Postgres, h);
     }
+}
+
+/// Runs [`index_agrees_with_the_log`] on a runtime of its own against `store`.
+fn agrees_on(store: Store, h: History) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(STORE.scope(store, index_agrees_with_the_log(h)));
 }
 
 // ---------------------------------------------------------------------------------------------

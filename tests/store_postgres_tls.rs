@@ -193,11 +193,11 @@ async fn verify_full_with_the_ca_encrypts_every_connection() {
         encrypted >= 2 && plain == 0,
         "{encrypted} encrypted and {plain} unencrypted connections"
     );
-    // What is stored is the log as before: the key the process signs with is recorded.
-    let keys = pg
+    // The write went through the encrypted connections into the database's head.
+    let head = pg
         .psql("tls_full", "SELECT count(*) FROM head WHERE tree_size = 1")
         .expect("read the head");
-    assert_eq!(keys, "1", "the write committed through TLS");
+    assert_eq!(head, "1", "the write committed through TLS");
     drop(server);
 }
 

@@ -235,6 +235,10 @@ impl Submitter {
                 return;
             }
         };
+        if self.tx.borrow().as_ref().is_some_and(|c| c.note == note) {
+            // Served already: nothing to check again (this runs every FOLLOW_EVERY).
+            return;
+        }
         let log_key = self.log.checkpointer().verifier_key().to_string();
         let c = match cosigned::parse(note.as_bytes(), &log_key, &self.verifiers, self.quorum) {
             Ok(c) => c,

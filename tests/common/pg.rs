@@ -182,11 +182,9 @@ impl PgCluster {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let log = fs::read_to_string(self.root.join("server.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
         Err(format!(
             "TLS did not come on after the reload; server log:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            log_tail(&self.root.join("server.log"))
         ))
     }
 
@@ -204,17 +202,7 @@ impl PgCluster {
             .filter(|p| is_executable(p))
             .unwrap_or_else(|| PathBuf::from("/usr/bin/pg_basebackup"));
         let as_postgres = is_root()?;
-        let root = tempfile::Builder::new()
-            .prefix("claimledger-pg-replica-")
-            .tempdir()
-            .map_err(|e| format!("creating the replica's temporary directory: {e}"))?
-            .keep();
-        let data = root.join("data");
-        let log = root.join("server.log");
-        spawn_watchdog(&root, &data, &pg_ctl, as_postgres)?;
-        if as_postgres {
-            run(Command::new("chown").arg(POSTGRES_USER).arg(&root))?;
-        }
+        let (root, data, log) = server_root("claimledger-pg-replica-", &pg_ctl, as_postgres)?;
         let mut cmd = server_command(&basebackup, as_postgres, &root);
         cmd.args([
             "-h",
@@ -242,23 +230,7 @@ impl PgCluster {
         let initdb = bin.initdb;
         let pg_ctl = bin.pg_ctl;
         let as_postgres = is_root()?;
-
-        let root = tempfile::Builder::new()
-            .prefix("claimledger-pg-")
-            .tempdir()
-            .map_err(|e| format!("creating the PostgreSQL temporary directory: {e}"))?
-            .keep();
-        let data = root.join("data");
-        let log = root.join("server.log");
-
-        // Before anything can fail: whatever happens next, the server (if any) is stopped and
-        // the directory removed once this process is gone.
-        spawn_watchdog(&root, &data, &pg_ctl, as_postgres)?;
-
-        if as_postgres {
-            // initdb and the server run as `postgres`, which must own the directory.
-            run(Command::new("chown").arg(POSTGRES_USER).arg(&root))?;
-        }
+        let (root, data, log) = server_root("claimledger-pg-", &pg_ctl, as_postgres)?;
 
         // --no-sync only skips flushing initdb's own output to disk: the cluster is thrown away
         // with the process, so that costs nothing. The server itself keeps fsync on.
@@ -291,6 +263,36 @@ impl PgCluster {
     }
 }
 
+/// A new temporary directory for a server: `(root, root/data, root/server.log)`. Before anything
+/// can fail, the watchdog is started, so whatever happens next the server (if any) is stopped
+/// and the directory removed once this process is gone; when we are root, the directory is
+/// given to `postgres`, which runs the server tools and must own it.
+fn server_root(
+    prefix: &str,
+    pg_ctl: &Path,
+    as_postgres: bool,
+) -> Result<(PathBuf, PathBuf, PathBuf), String> {
+    let root = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| format!("creating a temporary directory for PostgreSQL: {e}"))?
+        .keep();
+    let data = root.join("data");
+    let log = root.join("server.log");
+    spawn_watchdog(&root, &data, pg_ctl, as_postgres)?;
+    if as_postgres {
+        run(Command::new("chown").arg(POSTGRES_USER).arg(&root))?;
+    }
+    Ok((root, data, log))
+}
+
+/// The last 20 lines of a server's log, for an error message.
+fn log_tail(log: &Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(20).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
 /// `pg_ctl -w start` on `data`, the server's output going to `log`; on failure the error ends
 /// with the log's last 20 lines.
 fn start_server(
@@ -308,12 +310,9 @@ fn start_server(
         .arg("-l")
         .arg(log)
         .args(["-w", "-t", "60", "start"]);
-    run(&mut cmd).map(|_| ()).map_err(|e| {
-        let server_log = fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = server_log.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        format!("{e}\nserver log ({}):\n{}", log.display(), tail.join("\n"))
-    })
+    run(&mut cmd)
+        .map(|_| ())
+        .map_err(|e| format!("{e}\nserver log ({}):\n{}", log.display(), log_tail(log)))
 }
 
 /// The name [`PgCluster::database_for`] gives to the database of `dir`.
