@@ -1046,3 +1046,115 @@ async fn a_dead_writer_fails_appends_and_is_reported() {
     // What was acknowledged before is intact.
     assert_eq!(log.size(), 1);
 }
+
+/// An audit of a log of 4,096 entries or more reads it in two halves at once, `[0, m)` and
+/// `[m, size)` with `m` the largest power of two below the size, and joins the two trees. A
+/// flipped byte in either half, in the entry where the halves meet, and in the stored hash
+/// that joins them (when the size is twice `m`) is named as in a single scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_in_two_halves_names_what_a_single_scan_names() {
+    for n in [6_000u64, 8_192] {
+        let dir = temp();
+        let log = open(dir.path());
+        append_all(
+            &log,
+            (0..n)
+                .map(|i| format!("entry number {i}").into_bytes())
+                .collect(),
+        )
+        .await;
+        close(log).await;
+        let report = offline_verify(dir.path());
+        assert!(report.ok(), "{n}: {report:?}");
+        assert_eq!((report.size, report.checked), (n, n));
+
+        let flip = |at: u64| {
+            rewrite_entry(dir.path(), at, |b| {
+                let last = b.len() - 1;
+                b[last] ^= 0x01
+            })
+        };
+        // One flip in each half, at the seam, and one in each half at once (the first named).
+        for bad in [
+            [100, 100],
+            [5_000, 5_000],
+            [4_096, 4_096],
+            [4_095, 4_095],
+            [100, 5_000],
+        ] {
+            let originals: Vec<(u64, Vec<u8>)> = bad
+                .iter()
+                .map(|&i| {
+                    let db = while_locked(|| sled::open(dir.path().join("sled")));
+                    (i, db.get(entry_key(i)).unwrap().unwrap().to_vec())
+                })
+                .collect();
+            flip(bad[0]);
+            if bad[1] != bad[0] {
+                flip(bad[1]);
+            }
+            let report = offline_verify(dir.path());
+            assert_eq!(
+                report.first_bad_index,
+                Some(bad[0]),
+                "{n} {bad:?}: {report:?}"
+            );
+            assert_eq!(report.checked, bad[0], "{n} {bad:?}");
+            match Log::open(dir.path(), Options::default(), Arc::new(NoApply)) {
+                Err(LogError::Tampered { index, .. }) => assert_eq!(index, bad[0]),
+                Err(e) => panic!("{n} {bad:?}: expected Tampered, got {e}"),
+                Ok(_) => panic!("{n} {bad:?}: a tampered log opened"),
+            }
+            for (i, orig) in originals {
+                rewrite_entry(dir.path(), i, move |b| *b = orig);
+            }
+            assert!(offline_verify(dir.path()).ok(), "{n} {bad:?} restored");
+        }
+    }
+
+    // A `prev_hash` of entry 4,096 pointing elsewhere: the link between the halves, checked
+    // once both are done, is named as a single scan names it. The envelope starts after the
+    // count and the stored hashes; its index (two varint bytes) and then its `prev_hash`.
+    let dir = temp();
+    let log = open(dir.path());
+    append_all(
+        &log,
+        (0..6_000u64)
+            .map(|i| format!("entry number {i}").into_bytes())
+            .collect(),
+    )
+    .await;
+    close(log).await;
+    rewrite_entry(dir.path(), 4_096, |b| {
+        let header = 1 + 32 * usize::from(b[0]);
+        assert_eq!(&b[header..header + 5], &[0x08, 0x80, 0x20, 0x12, 0x20]);
+        b[header + 9] ^= 0x01;
+    });
+    let report = offline_verify(dir.path());
+    assert_eq!(report.first_bad_index, Some(4_096), "{report:?}");
+    assert!(report.error.contains("prev_hash"), "{}", report.error);
+
+    // 8,192 entries: the last entry's append stored the root of the whole tree, which joins
+    // the two halves' subtrees; the audit checks it once both are rebuilt.
+    let dir = temp();
+    let log = open(dir.path());
+    append_all(
+        &log,
+        (0..8_192u64)
+            .map(|i| format!("entry number {i}").into_bytes())
+            .collect(),
+    )
+    .await;
+    close(log).await;
+    let join = tlog_tiles::stored_hash_index(13, 0);
+    let original = rewrite_stored_hash(dir.path(), join, |v| v[7] ^= 0x10);
+    let report = offline_verify(dir.path());
+    assert_eq!(report.first_bad_index, Some(8_191), "{report:?}");
+    assert!(
+        report.error.contains("does not match the entries"),
+        "{}",
+        report.error
+    );
+    rewrite_stored_hash(dir.path(), join, |v| *v = original);
+    assert!(offline_verify(dir.path()).ok());
+}

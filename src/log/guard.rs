@@ -49,7 +49,7 @@ fn install_hook() {
     });
 }
 
-fn payload_text(p: &(dyn Any + Send)) -> String {
+pub(crate) fn payload_text(p: &(dyn Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {
