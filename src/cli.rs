@@ -102,6 +102,35 @@ enum Cmd {
     Witness(witness::WitnessArgs),
 }
 
+/// What returns the allocator's free memory to the kernel, set by the binary (see
+/// [`set_memory_trim`]).
+static MEMORY_TRIM: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// How often `serve` returns the allocator's free memory to the kernel.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sets what `serve` calls every second to return the allocator's free memory to the kernel
+/// (glibc's `malloc_trim` in the binary: the allocator is the binary's choice, and the
+/// library has no `unsafe`). Set once; later calls change nothing.
+pub fn set_memory_trim(trim: fn()) {
+    let _ = MEMORY_TRIM.set(trim);
+}
+
+/// Starts the thread that calls the memory trim, if one is set.
+fn start_memory_trim() {
+    if let Some(trim) = MEMORY_TRIM.get().copied() {
+        let started = std::thread::Builder::new()
+            .name("claimledger-trim".into())
+            .spawn(move || loop {
+                std::thread::sleep(TRIM_EVERY);
+                trim();
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "no thread to return free memory with; memory may stay higher");
+        }
+    }
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let args = match config::expand(std::env::args_os().collect()) {

@@ -158,6 +158,9 @@ impl QueryIndex {
             size: mark.size,
         };
         let writer = index.writer_with_num_threads(1, follow::WRITER_MEMORY)?;
+        let mut merges = tantivy::merge_policy::LogMergePolicy::default();
+        merges.set_max_docs_before_merge(follow::MERGE_MAX_DOCS);
+        writer.set_merge_policy(Box::new(merges));
         let shared = QueryIndex {
             inner: Arc::new(Inner {
                 index,

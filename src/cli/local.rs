@@ -238,6 +238,7 @@ fn check_exposure(a: &ServeArgs, addr: SocketAddr) -> anyhow::Result<()> {
 
 pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let shutdown = api::server::shutdown_signal();
+    super::start_memory_trim();
     if let Some(file) = &a.config {
         // Its settings are already flags (`cli::config`); say where they came from.
         tracing::info!(config = %file.display(), "settings read from the config file");

@@ -28,8 +28,15 @@ use crate::ledger::read::now_unix;
 use crate::log::Envelope;
 use crate::pb::{self, change::Kind};
 
-/// The indexer's tantivy writer memory (one thread).
-pub const WRITER_MEMORY: usize = 32 * 1024 * 1024;
+/// The indexer's tantivy writer memory (one thread): near tantivy's least (15 MB). A commit
+/// every [`COMMIT_INTERVAL`] holds far less than this anyway.
+pub const WRITER_MEMORY: usize = 16 * 1024 * 1024;
+
+/// Segments are merged only while both hold fewer documents than this. A merge builds the new
+/// segment in memory and maps both old ones; with tantivy's default (10 million) the merges of
+/// a million-claim index took the server from ~270 MB to ~500 MB (BENCHMARKS.md). A query
+/// costs O(segments × (log n + page)) (`search::LogOrder`), so a few more segments cost little.
+pub const MERGE_MAX_DOCS: usize = 200_000;
 
 /// The most entries one batch reads; a batch is one commit.
 pub const MAX_BATCH: u64 = 20_000;
