@@ -1047,6 +1047,21 @@ async fn a_dead_writer_fails_appends_and_is_reported() {
     assert_eq!(log.size(), 1);
 }
 
+/// A closed log of `n` entries "entry number i".
+async fn numbered_log(n: u64) -> tempfile::TempDir {
+    let dir = temp();
+    let log = open(dir.path());
+    append_all(
+        &log,
+        (0..n)
+            .map(|i| format!("entry number {i}").into_bytes())
+            .collect(),
+    )
+    .await;
+    close(log).await;
+    dir
+}
+
 /// An audit of a log of 4,096 entries or more reads it in two halves at once, `[0, m)` and
 /// `[m, size)` with `m` the largest power of two below the size, and joins the two trees. A
 /// flipped byte in either half, in the entry where the halves meet, and in the stored hash
@@ -1054,16 +1069,7 @@ async fn a_dead_writer_fails_appends_and_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_in_two_halves_names_what_a_single_scan_names() {
     for n in [6_000u64, 8_192] {
-        let dir = temp();
-        let log = open(dir.path());
-        append_all(
-            &log,
-            (0..n)
-                .map(|i| format!("entry number {i}").into_bytes())
-                .collect(),
-        )
-        .await;
-        close(log).await;
+        let dir = numbered_log(n).await;
         let report = offline_verify(dir.path());
         assert!(report.ok(), "{n}: {report:?}");
         assert_eq!((report.size, report.checked), (n, n));
@@ -1115,16 +1121,7 @@ async fn an_audit_in_two_halves_names_what_a_single_scan_names() {
     // A `prev_hash` of entry 4,096 pointing elsewhere: the link between the halves, checked
     // once both are done, is named as a single scan names it. The envelope starts after the
     // count and the stored hashes; its index (two varint bytes) and then its `prev_hash`.
-    let dir = temp();
-    let log = open(dir.path());
-    append_all(
-        &log,
-        (0..6_000u64)
-            .map(|i| format!("entry number {i}").into_bytes())
-            .collect(),
-    )
-    .await;
-    close(log).await;
+    let dir = numbered_log(6_000).await;
     rewrite_entry(dir.path(), 4_096, |b| {
         let header = 1 + 32 * usize::from(b[0]);
         assert_eq!(&b[header..header + 5], &[0x08, 0x80, 0x20, 0x12, 0x20]);
@@ -1136,16 +1133,7 @@ async fn an_audit_in_two_halves_names_what_a_single_scan_names() {
 
     // 8,192 entries: the last entry's append stored the root of the whole tree, which joins
     // the two halves' subtrees; the audit checks it once both are rebuilt.
-    let dir = temp();
-    let log = open(dir.path());
-    append_all(
-        &log,
-        (0..8_192u64)
-            .map(|i| format!("entry number {i}").into_bytes())
-            .collect(),
-    )
-    .await;
-    close(log).await;
+    let dir = numbered_log(8_192).await;
     let join = tlog_tiles::stored_hash_index(13, 0);
     let original = rewrite_stored_hash(dir.path(), join, |v| v[7] ^= 0x10);
     let report = offline_verify(dir.path());
