@@ -32,10 +32,11 @@ use crate::pb::{self, change::Kind};
 /// every [`COMMIT_INTERVAL`] holds far less than this anyway.
 pub const WRITER_MEMORY: usize = 16 * 1024 * 1024;
 
-/// Segments are merged only while both hold fewer documents than this. A merge builds the new
-/// segment in memory and maps both old ones; with tantivy's default (10 million) the merges of
-/// a million-claim index took the server from ~270 MB to ~500 MB (BENCHMARKS.md). A query
-/// costs O(segments × (log n + page)) (`search::LogOrder`), so a few more segments cost little.
+/// A segment takes part in merges only while it holds fewer documents than this. A merge builds
+/// the new segment in memory and maps the old ones; with tantivy's default (10 million) the
+/// merges of a million-claim index took the server from ~270 MB to ~500 MB. A query costs
+/// O(segments × (log n + page)) (`search::LogOrder`): at a million claims (17 segments against
+/// 2) ListClaims did 7–18 % fewer calls/s at 64 streams (BENCHMARKS.md, "Resident memory").
 pub const MERGE_MAX_DOCS: usize = 200_000;
 
 /// The most entries one batch reads; a batch is one commit.
