@@ -11,9 +11,10 @@ fn main() -> std::process::ExitCode {
 }
 
 /// glibc's allocator, set for a long-running server on few cores. glibc's defaults allow eight
-/// arenas per core and keep freed memory in them: at ~440,000 claims a server held 477 MiB with
-/// them and 286 MiB with two arenas; with the trim, tantivy's merge limit and the smaller caches
-/// it held 238 MiB at 952,000 (BENCHMARKS.md, "Resident memory").
+/// arenas per core and keep freed memory in them: a server held 477 MiB at ~490,000 claims with
+/// them, 286 MiB at 438,000 with two arenas; with the trim, tantivy's merge limit and the
+/// smaller caches it held 238 MiB at 952,000 at rest (BENCHMARKS.md, "Resident memory"). Two
+/// arenas cost 10–20 % of the call rate; `MALLOC_ARENA_MAX` chooses otherwise.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 mod allocator {

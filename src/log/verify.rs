@@ -117,8 +117,7 @@ fn scan_all(
         && matches!(store.kv(), super::kv::Kv::Sled(_))
         && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
     if !split {
-        let (done, never) = (AtomicU64::new(0), AtomicBool::new(false));
-        let a = scan(store, 0, size, root_at, &done, &never, &mut |n| {
+        let a = scan(store, 0, size, root_at, None, &mut |n| {
             progress(VerifyProgress {
                 checked: n,
                 total: size,
@@ -132,20 +131,23 @@ fn scan_all(
         };
     }
     let m = 1u64 << (63 - (size - 1).leading_zeros());
+    // How far the second half is, for progress.
     let done_b = AtomicU64::new(0);
     // Set when the first half fails: the second half's findings no longer matter.
     let stop = AtomicBool::new(false);
-    let never = AtomicBool::new(false);
     let (a, b) = std::thread::scope(|s| {
-        // sled's panics on damaged data are caught inside `scan`; this catches any other, on
-        // the thread it happens on (`guard::catch` keeps it from printing).
+        // sled's panics on damaged data are caught inside `scan`; any other is caught on the
+        // thread it happens on (`guard::catch` keeps it from printing) and raised again here.
         let second = std::thread::Builder::new()
             .name("claimledger-verify".into())
             .spawn_scoped(s, || {
-                super::guard::catch(|| scan(store, m, size, root_at, &done_b, &stop, &mut |_| {}))
+                super::guard::catch(|| {
+                    scan(store, m, size, root_at, Some(&stop), &mut |n| {
+                        done_b.store(n, Ordering::Relaxed)
+                    })
+                })
             });
-        let done_a = AtomicU64::new(0);
-        let a = scan(store, 0, m, root_at, &done_a, &never, &mut |n| {
+        let a = scan(store, 0, m, root_at, None, &mut |n| {
             progress(VerifyProgress {
                 checked: n + done_b.load(Ordering::Relaxed),
                 total: size,
@@ -163,34 +165,25 @@ fn scan_all(
                         total: size,
                     });
                 }
-                t.join()
-                    .unwrap_or_else(|p| Err(super::guard::payload_text(p.as_ref())))
+                match t.join() {
+                    Ok(Ok(b)) => b,
+                    // The first half's finding comes first; without one, the panic is the
+                    // audit's, as it would be in a single scan (`log::guarded` reports it).
+                    Ok(Err(_)) | Err(_) if a.bad.is_some() => Scanned::new(),
+                    Ok(Err(panic)) => std::panic::resume_unwind(Box::new(panic)),
+                    Err(payload) => std::panic::resume_unwind(payload),
+                }
             }
             // No thread to be had: the second half on this one.
-            Err(_) => super::guard::catch(|| {
-                scan(store, m, size, root_at, &done_b, &never, &mut |n| {
-                    progress(VerifyProgress {
-                        checked: m + n,
-                        total: size,
-                    })
+            Err(_) => scan(store, m, size, root_at, None, &mut |n| {
+                progress(VerifyProgress {
+                    checked: m + n,
+                    total: size,
                 })
             }),
         };
         (a, b)
     });
-    let b = match b {
-        Ok(b) => b,
-        Err(panic) => {
-            let at = m + done_b.load(Ordering::Relaxed);
-            Scanned {
-                bad: Some((
-                    at,
-                    format!("{} cannot be read: sled failed: {panic}", store.describe()),
-                )),
-                ..Scanned::new(at - m)
-            }
-        }
-    };
     let stack = |b_stack: &[Hash]| {
         let mut all = a.compact.stack.clone();
         all.extend_from_slice(b_stack);
@@ -250,7 +243,7 @@ struct Scanned {
     bad: Option<(u64, String)>,
     /// The tree of the leaves scanned, relative to `from`.
     compact: Compact,
-    /// The leaf hash of the last entry checked.
+    /// The leaf hash of the last entry checked (zero before the first).
     last: Hash,
     /// The `prev_hash` of entry `from` (checked here only for entry 0).
     first_prev: Option<Vec<u8>>,
@@ -262,9 +255,9 @@ struct Scanned {
 }
 
 impl Scanned {
-    fn new(checked: u64) -> Self {
+    fn new() -> Self {
         Scanned {
-            checked,
+            checked: 0,
             bad: None,
             compact: Compact::default(),
             last: ZERO_HASH,
@@ -275,23 +268,22 @@ impl Scanned {
     }
 }
 
-/// Scans the entries `[from, to)`, `from` being 0 or a power of two at least `to - from`;
-/// gives up early (its findings then incomplete) once `stop` is set.
+/// Scans the entries `[from, to)`, `from` being 0 or a power of two at least `to - from`,
+/// calling `progress` with the entries checked every 65,536; gives up early (its findings then
+/// incomplete) once `stop` is set.
 fn scan(
     store: &Store,
     from: u64,
     to: u64,
     root_at: Option<u64>,
-    done: &AtomicU64,
-    stop: &AtomicBool,
+    stop: Option<&AtomicBool>,
     progress: &mut dyn FnMut(u64),
 ) -> Scanned {
-    let mut out = Scanned::new(0);
+    let mut out = Scanned::new();
     let mut produced = Vec::new();
-    let mut prev = ZERO_HASH;
     let mut entries = store.packed(from, to);
     for i in from..to {
-        if stop.load(Ordering::Relaxed) {
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
             break;
         }
         let bad = |mut out: Scanned, why: String| {
@@ -323,7 +315,7 @@ fn scan(
         }
         if i == from && from > 0 {
             out.first_prev = Some(env.prev_hash.clone());
-        } else if env.prev_hash[..] != prev.0[..] {
+        } else if env.prev_hash[..] != out.last.0[..] {
             return bad(out, "prev_hash does not match the previous entry".into());
         }
         let leaf = leaf_hash(bytes);
@@ -357,18 +349,15 @@ fn scan(
             },
             _ => return bad(out, "the audit split the tree where it may not".into()),
         }
-        prev = leaf;
         out.last = leaf;
         out.checked += 1;
         if root_at == Some(i + 1) {
             out.root_at = Some(out.compact.stack.clone());
         }
         if out.checked % PROGRESS_EVERY == 0 {
-            done.store(out.checked, Ordering::Relaxed);
             progress(out.checked);
         }
     }
-    done.store(out.checked, Ordering::Relaxed);
     out
 }
 
