@@ -76,9 +76,13 @@ pub fn replace(path: &Path, contents: &[u8]) -> Result<(), (std::path::PathBuf, 
         return Err((tmp, e));
     }
     std::fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e))?;
-    std::fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| (dir, e))
+    sync_dir(&dir).map_err(|e| (dir, e))
+}
+
+/// fsyncs the directory `dir`, so that the files created in it (or renamed into it) survive a
+/// crash.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// Why [`load_or_create_key`] failed.

@@ -21,6 +21,7 @@
 pub mod apply;
 pub mod checkpoint;
 pub mod checkpoint_file;
+pub mod entries;
 pub mod entry;
 mod error;
 mod follow;

@@ -680,14 +680,46 @@ async fn requests_beyond_the_tree_are_typed_errors() {
 // Tampering
 // ---------------------------------------------------------------------------------------------
 
-fn entry_key(index: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = b'e';
-    k[1..].copy_from_slice(&index.to_be_bytes());
-    k
+/// Where the packed value of entry `index` (stored hashes ‖ entry bytes) lies in the data
+/// directory's `entries/data`, read from `entries/ends` (one be64 end offset per entry).
+fn entry_span(dir: &Path, index: u64) -> (u64, u64) {
+    let ends = std::fs::read(dir.join("entries").join("ends")).unwrap();
+    let end = |i: u64| {
+        let at = usize::try_from(i).unwrap() * 8;
+        u64::from_be_bytes(ends[at..at + 8].try_into().unwrap())
+    };
+    (if index == 0 { 0 } else { end(index - 1) }, end(index))
 }
 
-/// Replaces the stored bytes of entry `index` with `f(bytes)` directly in sled.
+/// The packed value of entry `index`, read straight from the entry files.
+fn packed_entry(dir: &Path, index: u64) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let (start, end) = entry_span(dir, index);
+    let mut v = vec![0u8; usize::try_from(end - start).unwrap()];
+    std::fs::File::open(dir.join("entries").join("data"))
+        .unwrap()
+        .read_exact_at(&mut v, start)
+        .unwrap();
+    v
+}
+
+/// Replaces the packed value of entry `index` with `f(value)` (of the same length) directly in
+/// the entry files.
+fn rewrite_packed(dir: &Path, index: u64, f: impl FnOnce(&mut Vec<u8>)) {
+    use std::os::unix::fs::FileExt;
+    let (start, _) = entry_span(dir, index);
+    let mut v = packed_entry(dir, index);
+    let len = v.len();
+    f(&mut v);
+    assert_eq!(v.len(), len, "an entry rewritten in place keeps its length");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("entries").join("data"))
+        .unwrap();
+    file.write_all_at(&v, start).unwrap();
+    file.sync_all().unwrap();
+}
+
 /// Retries `open` while sled reports its directory locked: sled releases its file lock from a
 /// background thread after the last handle drops, so a reopen right after a refused
 /// `Log::open` may briefly find the directory still locked.
@@ -705,12 +737,7 @@ fn while_locked<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>)
 }
 
 fn rewrite_entry(dir: &Path, index: u64, f: impl FnOnce(&mut Vec<u8>)) {
-    let db = while_locked(|| sled::open(dir.join("sled")));
-    let key = entry_key(index);
-    let mut bytes = db.get(key).unwrap().expect("entry exists").to_vec();
-    f(&mut bytes);
-    db.insert(key, bytes).unwrap();
-    db.flush().unwrap();
+    rewrite_packed(dir, index, f)
 }
 
 fn offline_verify(dir: &Path) -> claimledger::log::VerifyReport {
@@ -733,10 +760,7 @@ async fn a_flipped_byte_in_a_stored_entry_is_named_by_verify_and_refused_on_open
     .await;
     close(log).await;
 
-    let original = {
-        let db = sled::open(dir.path().join("sled")).unwrap();
-        db.get(entry_key(BAD)).unwrap().unwrap().to_vec()
-    };
+    let original = packed_entry(dir.path(), BAD);
     assert!(offline_verify(dir.path()).ok());
 
     // Flip bytes in different places: the stored value is the hash count, the hashes the
@@ -803,22 +827,21 @@ async fn a_flipped_byte_in_a_stored_entry_is_named_by_verify_and_refused_on_open
     }
 }
 
-/// Replaces stored hash `index` with `f(hash)` directly in sled; returns the original.
+/// Replaces stored hash `index` with `f(hash)` directly in the entry files; returns the
+/// original.
 fn rewrite_stored_hash(dir: &Path, index: u64, f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     // Stored hash (level, k) lives in the value of the entry that completed that subtree,
     // (k + 1)·2^level − 1, as hash number `level` after the count byte.
     let (level, k) = tlog_tiles::split_stored_hash_index(index);
     let owner = ((k + 1) << level) - 1;
     let at = 1 + 32 * usize::from(level);
-    let db = while_locked(|| sled::open(dir.join("sled")));
-    let key = entry_key(owner);
-    let mut value = db.get(key).unwrap().expect("entry exists").to_vec();
-    let original = value[at..at + 32].to_vec();
-    let mut h = original.clone();
-    f(&mut h);
-    value[at..at + 32].copy_from_slice(&h);
-    db.insert(key, value).unwrap();
-    db.flush().unwrap();
+    let mut original = Vec::new();
+    rewrite_packed(dir, owner, |value| {
+        original = value[at..at + 32].to_vec();
+        let mut h = original.clone();
+        f(&mut h);
+        value[at..at + 32].copy_from_slice(&h);
+    });
     original
 }
 
@@ -883,6 +906,118 @@ async fn reopening_keeps_everything_and_appends_continue_the_chain() {
     }
     assert!(audit(&log).ok());
     close(log).await;
+}
+
+/// A data directory written before the entry files kept its entries in sled, under `e` ‖
+/// be64(index). Opening it moves them into the entry files (and out of sled) once; the log then
+/// reads, verifies and appends as any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_with_its_entries_in_sled_has_them_moved_on_open() {
+    let dir = temp();
+    let log = open(dir.path());
+    append_all(
+        &log,
+        (0..300).map(|i| format!("old {i}").into_bytes()).collect(),
+    )
+    .await;
+    let size = log.size();
+    let root = log.root_at(size).unwrap();
+    let entries = stored_entries(&log, size);
+    close(log).await;
+
+    // Rewrite it in the old layout: every packed value under its `e` key, no marker, no files.
+    let packed: Vec<Vec<u8>> = (0..size).map(|i| packed_entry(dir.path(), i)).collect();
+    {
+        let db = while_locked(|| sled::open(dir.path().join("sled")));
+        for (i, v) in packed.iter().enumerate() {
+            let mut k = vec![b'e'];
+            k.extend_from_slice(&(i as u64).to_be_bytes());
+            db.insert(k, v.clone()).unwrap();
+        }
+        db.remove(b"mentry-files").unwrap();
+        db.flush().unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join("entries")).unwrap();
+
+    let log = open(dir.path());
+    assert_eq!(log.size(), size);
+    assert_eq!(log.root_at(size).unwrap(), root);
+    assert_eq!(stored_entries(&log, size), entries);
+    assert!(audit(&log).ok());
+    let r = log
+        .append("tester", b"after the move".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.index, size);
+    close(log).await;
+
+    for i in 0..size {
+        assert_eq!(
+            packed_entry(dir.path(), i),
+            packed[i as usize],
+            "entry {i} moved"
+        );
+    }
+    {
+        let db = while_locked(|| sled::open(dir.path().join("sled")));
+        assert_eq!(
+            db.scan_prefix(b"e").count(),
+            0,
+            "sled no longer holds the entries"
+        );
+    }
+    let report = offline_verify(dir.path());
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.size, size + 1);
+}
+
+/// The entry files must hold every entry sled counts: shortened, or removed, the log is refused
+/// with the entries that are missing. What they hold beyond sled's size (a group written before a
+/// crash and never committed) is not part of the log, and the next append takes its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_files_missing_entries_are_refused_and_an_uncommitted_tail_is_overwritten() {
+    let dir = temp();
+    let log = open(dir.path());
+    append_all(
+        &log,
+        (0..50).map(|i| format!("entry {i}").into_bytes()).collect(),
+    )
+    .await;
+    close(log).await;
+    let ends_path = dir.path().join("entries").join("ends");
+    let ends = std::fs::read(&ends_path).unwrap();
+
+    // An uncommitted tail: one more end offset, past the last, as a crash between the entry
+    // files and sled's commit leaves it.
+    let (_, last_end) = entry_span(dir.path(), 49);
+    let mut longer = ends.clone();
+    longer[50 * 8..51 * 8].copy_from_slice(&(last_end + 40).to_be_bytes());
+    std::fs::write(&ends_path, &longer).unwrap();
+    let log = open(dir.path());
+    assert_eq!(log.size(), 50);
+    let r = log.append("tester", b"fifty".to_vec()).await.unwrap();
+    assert_eq!(r.index, 50);
+    close(log).await;
+    let report = offline_verify(dir.path());
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.size, 51);
+
+    // Shortened: the last ten entries' ends are gone.
+    let ends = std::fs::read(&ends_path).unwrap();
+    std::fs::write(&ends_path, &ends[..41 * 8]).unwrap();
+    match Log::open(dir.path(), Options::default(), Arc::new(NoApply)) {
+        Err(e) => assert!(
+            e.to_string().contains("entries 41 to 50 are missing"),
+            "{e}"
+        ),
+        Ok(_) => panic!("a log missing entries opened"),
+    }
+    // Removed altogether.
+    std::fs::remove_dir_all(dir.path().join("entries")).unwrap();
+    match Log::open(dir.path(), Options::default(), Arc::new(NoApply)) {
+        Err(e) => assert!(e.to_string().contains("entries 0 to 50 are missing"), "{e}"),
+        Ok(_) => panic!("a log without its entries opened"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -959,15 +1094,32 @@ async fn many_concurrent_appends_get_contiguous_indexes_and_valid_receipts() {
 // Large entries
 // ---------------------------------------------------------------------------------------------
 
-/// sled writes messages over ~128 KiB (a node holding several large values) to files under
-/// `sled/blobs/`, outside the data file the log fdatasyncs; `Store::sync` fsyncs them too.
-/// This keeps that path exercised: entries near the largest allowed (65,535 bytes, what a
-/// tlog-tiles entry bundle holds) land in blobs, survive a reopen with their hashes, and
-/// verify; a larger one is refused and writes nothing.
+/// A domain hook that keeps each entry's body as state, so large entries make large state
+/// values in sled.
+struct KeepBodies;
+
+impl claimledger::log::Apply for KeepBodies {
+    fn apply(
+        &self,
+        ctx: &mut claimledger::log::Ctx<'_>,
+        meta: &claimledger::log::EntryMeta,
+        body: &[u8],
+    ) -> Result<(), claimledger::log::Rejection> {
+        ctx.put(&meta.index.to_be_bytes(), body.to_vec());
+        Ok(())
+    }
+}
+
+/// Entries near the largest allowed (65,535 bytes, what a tlog-tiles entry bundle holds) go
+/// into the entry files, survive a reopen with their hashes, and verify; a larger one is
+/// refused and writes nothing. State that large goes through sled's blobs: sled writes messages
+/// over ~128 KiB (a node holding several large values) to files under `sled/blobs/`, outside
+/// the data file the log fdatasyncs, and `Store::sync` fsyncs them too; this keeps that path
+/// exercised.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_entries_go_through_sled_blobs_and_survive_reopen() {
+async fn large_entries_and_state_survive_reopen_through_sled_blobs() {
     let dir = temp();
-    let log = open(dir.path());
+    let log = Log::open(dir.path(), Options::default(), Arc::new(KeepBodies)).unwrap();
     let too_big = log.append("test", vec![7u8; 70 * 1024]).await;
     assert!(
         matches!(
@@ -988,10 +1140,16 @@ async fn large_entries_go_through_sled_blobs_and_survive_reopen() {
         "expected sled to use blob files for nodes of 64 kB values"
     );
 
-    let log = open(dir.path());
-    for r in &receipts {
+    let log = Log::open(dir.path(), Options::default(), Arc::new(KeepBodies)).unwrap();
+    for (i, r) in receipts.iter().enumerate() {
         let stored = log.entry(r.index).unwrap().expect("entry stored");
         assert_eq!(leaf_hash(&stored), r.leaf_hash);
+        let state = log
+            .indexes()
+            .get(&r.index.to_be_bytes())
+            .unwrap()
+            .expect("state kept");
+        assert_eq!(&state[..], &vec![i as u8; 64 * 1000][..]);
     }
     close(log).await;
     assert!(offline_verify(dir.path()).ok());
@@ -1090,10 +1248,7 @@ async fn an_audit_in_two_halves_names_what_a_single_scan_names() {
         ] {
             let originals: Vec<(u64, Vec<u8>)> = bad
                 .iter()
-                .map(|&i| {
-                    let db = while_locked(|| sled::open(dir.path().join("sled")));
-                    (i, db.get(entry_key(i)).unwrap().unwrap().to_vec())
-                })
+                .map(|&i| (i, packed_entry(dir.path(), i)))
                 .collect();
             flip(bad[0]);
             if bad[1] != bad[0] {

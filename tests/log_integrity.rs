@@ -16,8 +16,24 @@ use claimledger::log::{AppendError, Log, LogError, NoApply, Offline, Options};
 use claimledger::pb;
 use common::{claimledger, ServeProcess};
 
+/// A domain hook that keeps each entry's body as state, as the ledger keeps each claim: sled
+/// then holds about as much as the entry files (which hold the entries themselves).
+struct KeepBodies;
+
+impl claimledger::log::Apply for KeepBodies {
+    fn apply(
+        &self,
+        ctx: &mut claimledger::log::Ctx<'_>,
+        meta: &claimledger::log::EntryMeta,
+        body: &[u8],
+    ) -> Result<(), claimledger::log::Rejection> {
+        ctx.put(&meta.index.to_be_bytes(), body.to_vec());
+        Ok(())
+    }
+}
+
 fn open(dir: &Path) -> Result<Log, LogError> {
-    Log::open(dir, Options::default(), Arc::new(NoApply))
+    Log::open(dir, Options::default(), Arc::new(KeepBodies))
 }
 
 /// Writes `n` entries of about `len` bytes each, a few at a time (so groups form), and closes

@@ -2,15 +2,17 @@
 //! that hold it — sled in the data directory (the default) and PostgreSQL (`kv::postgres`).
 //!
 //! Everything above this module (`store`: roots and proofs; `apply`: the ledger's state; the
-//! writer; the audit) sees one sorted map of byte keys, the layout `store` documents (`e` ‖
-//! index → stored hashes ‖ entry, `m…` → log metadata, `x` ‖ … → ledger state), and writes it
-//! only in two ways: a whole group at once ([`GroupWrite`], atomic and durable when
+//! writer; the audit) sees the entries by index ([`Kv::entry`], [`Kv::entries`]: stored hashes
+//! ‖ entry) and one sorted map of byte keys, the layout `store` documents (`m…` → log metadata,
+//! `x` ‖ … → ledger state), and writes them only in two ways: a whole group at once ([`GroupWrite`], atomic and durable when
 //! [`Kv::commit`] returns), or one metadata key made durable at open. So the log's invariants
 //! (one tree size per answer, nothing shown before it is durable, receipts only after commit)
 //! rest on two promises each engine keeps: a committed group is all there or not at all, and
 //! `commit` returns only once it is durable.
 //!
-//! PostgreSQL keeps the same keys in tables of their own (entries by index, ledger state,
+//! On sled the entries are in files of their own ([`super::entries`]), written and made durable
+//! before the group's sled batch, whose size is the committed one. PostgreSQL keeps them, and
+//! the same keys, in tables of their own (entries by index, ledger state,
 //! metadata, and a one-row head with the size, the checkpoint and the writer's epoch), and
 //! adds what a shared database needs: one sequencer at a time, fenced by the epoch
 //! ([`Kv::lead`]).
@@ -21,8 +23,9 @@ use std::sync::{Arc, Mutex};
 
 use super::apply::Overlay;
 use super::checkpoint::SignedCheckpoint;
+use super::entries::EntryFiles;
 use super::error::LogError;
-use super::store::SyncFailure;
+use super::store::{be64, key, SyncFailure, ENTRY, META_ENTRY_FILES, META_SIZE};
 
 pub(crate) mod postgres;
 
@@ -69,6 +72,9 @@ impl Val {
 
 /// Keys and values in key order.
 pub type KvIter<'a> = Box<dyn Iterator<Item = Result<(Val, Val), LogError>> + Send + 'a>;
+
+/// Entries in index order: the index and the packed value.
+pub type EntryIter<'a> = Box<dyn Iterator<Item = Result<(u64, Val), LogError>> + Send + 'a>;
 
 /// One group of entries, written at once: its entries (packed: stored hashes ‖ entry bytes),
 /// the ledger state it changes (full keys, `None` removes), and the new size with its signed
@@ -127,6 +133,31 @@ impl Kv {
         match self {
             Kv::Sled(s) => Ok(s.tree.get(key)?.map(Val::Sled)),
             Kv::Postgres(p) => p.get(key),
+        }
+    }
+
+    /// The packed value of entry `index` (stored hashes ‖ entry bytes): from the entry files
+    /// beside sled, or PostgreSQL's entry table.
+    pub fn entry(&self, index: u64) -> Result<Option<Val>, LogError> {
+        match self {
+            Kv::Sled(s) => s.entries.get(index),
+            Kv::Postgres(p) => p.get(&key(ENTRY, index)),
+        }
+    }
+
+    /// The packed values of entries `[start, end)`, in order, with their indexes.
+    pub fn entries(&self, start: u64, end: u64) -> EntryIter<'_> {
+        match self {
+            Kv::Sled(s) => Box::new(s.entries.range(start, end)),
+            Kv::Postgres(p) => Box::new(
+                p.range(&key(ENTRY, start), &key(ENTRY, end.max(start)))
+                    .map(|kv| {
+                        let (k, v) = kv?;
+                        let idx =
+                            be64(&k[1..]).ok_or_else(|| LogError::Corrupt("entry key".into()))?;
+                        Ok((idx, v))
+                    }),
+            ),
         }
     }
 
@@ -212,6 +243,19 @@ impl Kv {
     }
 }
 
+/// The refusal of entry files that hold `count` of the log's `size` entries.
+fn missing_entries(dir: &Path, count: u64, size: u64) -> LogError {
+    LogError::Corrupt(format!(
+        "{} holds {count} entries, but sled says the log has {size}: entries {count} to {} are \
+         missing. Restore the data directory from a copy",
+        dir.display(),
+        size - 1
+    ))
+}
+
+/// How many entries a data directory from before the entry files moves out of sled at once.
+const MOVE_GROUP: usize = 16_384;
+
 /// How long [`SledKv::open`] waits for sled's lock on its data file, and how often it tries.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
@@ -221,11 +265,14 @@ fn is_lock_busy(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
-/// sled in `DATA_DIR/sled`: one tree, so that one batch commits a whole group.
+/// sled in `DATA_DIR/sled`, one tree, so that one batch commits a whole group's state and
+/// size; the entries themselves in the append-only files of [`super::entries`], written and
+/// made durable before that batch.
 #[derive(Clone)]
 pub(crate) struct SledKv {
     db: sled::Db,
     tree: sled::Tree,
+    entries: Arc<EntryFiles>,
     data_file: Arc<PathBuf>,
     /// sled's data file, opened once and kept for fdatasync: opening it per commit made every
     /// commit fail once the process ran out of file descriptors.
@@ -284,20 +331,121 @@ impl SledKv {
         // it, so this handle stays the file sled writes.
         let data_file = path.join("db");
         let data = std::fs::File::open(&data_file).map_err(|e| LogError::io(&data_file, e))?;
-        Ok(SledKv {
+        // sled panics on some damaged data rather than returning an error.
+        fn guard<T>(
+            r: Result<Result<T, LogError>, String>,
+            unreadable: &dyn Fn(String) -> LogError,
+        ) -> Result<T, LogError> {
+            r.map_err(|panic| unreadable(format!("sled failed reading it: {panic}")))?
+        }
+        let (size, moved) = guard(
+            super::guard::catch(|| {
+                let size = match tree.get(META_SIZE)? {
+                    None => 0,
+                    Some(v) => be64(&v).ok_or_else(|| LogError::Corrupt("tree size".into()))?,
+                };
+                Ok((size, tree.contains_key(META_ENTRY_FILES)?))
+            }),
+            &unreadable,
+        )?;
+        if moved && size > 0 && !dir.join(super::entries::DIR).is_dir() {
+            return Err(missing_entries(&dir.join(super::entries::DIR), 0, size));
+        }
+        let kv = SledKv {
             db,
             tree,
+            entries: Arc::new(EntryFiles::open(dir)?),
             data_file: Arc::new(data_file),
             data: Arc::new(data),
             synced_blobs: Arc::new(Mutex::new(std::collections::HashSet::new())),
-        })
+        };
+        guard(
+            super::guard::catch(|| kv.settle_entries(size, moved)),
+            &unreadable,
+        )?;
+        Ok(kv)
+    }
+
+    /// Makes the entry files agree with sled's committed size: a directory from before them
+    /// has its entries moved out of sled (once, crash-safe: the marker key is written, durably,
+    /// only once the files hold every committed entry, and sled's copies are removed after
+    /// it); then the files must hold every committed entry, and what they hold beyond is
+    /// hidden, to be overwritten.
+    fn settle_entries(&self, size: u64, moved: bool) -> Result<(), LogError> {
+        let first = key(ENTRY, 0);
+        let after = [ENTRY + 1];
+        if !moved {
+            self.entries.keep(0);
+            let mut group = Vec::new();
+            let mut next = 0;
+            for kv in self.tree.range(&first[..]..&after[..]) {
+                let (k, v) = kv?;
+                let index = be64(&k[1..]).ok_or_else(|| LogError::Corrupt("entry key".into()))?;
+                if index >= size {
+                    break;
+                }
+                if index != next {
+                    break;
+                }
+                group.push((index, v.to_vec()));
+                next += 1;
+                if group.len() == MOVE_GROUP {
+                    self.entries
+                        .append(&group)
+                        .map_err(SyncFailure::into_error)?;
+                    group.clear();
+                }
+            }
+            self.entries
+                .append(&group)
+                .map_err(SyncFailure::into_error)?;
+            if next < size {
+                // Left as it is: the audit of the old layout names what is wrong.
+                return Err(LogError::Tampered {
+                    index: next,
+                    reason: "stored entry missing".into(),
+                });
+            }
+            self.tree.insert(META_ENTRY_FILES, &b"1"[..])?;
+            self.sync()?;
+        }
+        // sled's own copies, once the files hold them (also what a crash in the middle of
+        // removing them left).
+        let mut removed = false;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for k in self
+                .tree
+                .range(&first[..]..&after[..])
+                .keys()
+                .take(MOVE_GROUP)
+            {
+                batch.remove(k?);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            self.tree.apply_batch(batch)?;
+            removed = true;
+        }
+        if removed {
+            self.sync()?;
+        }
+        let count = self.entries.count();
+        if count < size {
+            return Err(missing_entries(self.entries.dir(), count, size));
+        }
+        self.entries.keep(size);
+        Ok(())
     }
 
     fn commit(&self, group: GroupWrite) -> Result<(), SyncFailure> {
+        // The entries first, durably: sled's size, committed below, must never count an entry
+        // the files may not hold.
+        self.entries.append(&group.entries)?;
         let mut batch = sled::Batch::default();
-        for (index, packed) in group.entries {
-            batch.insert(&super::store::key(super::store::ENTRY, index)[..], packed);
-        }
         for (k, v) in group.state {
             match v {
                 Some(v) => batch.insert(k, v),

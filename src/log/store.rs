@@ -1,15 +1,19 @@
-//! The key layout of the log, and everything computed from it: roots and proofs. The keys live
-//! in [`super::kv`]: one sled tree (so that one `apply_batch` commits a whole group
-//! atomically), or PostgreSQL's tables, which keep the same keys. Keys, by first byte:
+//! The key layout of the log, and everything computed from it: roots and proofs. The entries
+//! and keys live in [`super::kv`]: on sled the entries in their own files ([`super::entries`])
+//! and the keys in one sled tree (so that one `apply_batch` commits a whole group's keys
+//! atomically), or PostgreSQL's tables, which keep the same entries and keys. Keys, by first
+//! byte:
 //!
 //! | key                              | value                         | written by        |
 //! |----------------------------------|-------------------------------|-------------------|
-//! | `e` ‖ be64(index)                | stored hashes ‖ entry bytes   | writer            |
-//! | `l` ‖ leaf hash                  | be64(index)                   | writer            |
+//! | (entry `index`)                  | stored hashes ‖ entry bytes   | writer            |
+//! | `e` ‖ be64(index)                | the same, in sled directories from before the entry files (moved out on open) | writer, before |
+//! | `l` ‖ leaf hash                  | be64(index), from before the derived index; no longer written or read | writer, before |
 //! | `m` ‖ `size`                     | be64(tree size)               | writer            |
 //! | `m` ‖ `checkpoint`               | latest signed checkpoint note | writer            |
 //! | `m` ‖ `origin`                   | the checkpoint origin         | first open        |
 //! | `m` ‖ `checkpoint-file`          | `1`: the dir keeps `checkpoint` | open            |
+//! | `m` ‖ `entry-files`              | `1`: the entries are in `entries/` | open         |
 //! | `x` ‖ …                          | domain indexes                | writer, via Apply |
 //!
 //! Stored hashes follow Go's `sumdb/tlog` "stored hash index" order: appending entry `n`
@@ -17,8 +21,7 @@
 //! `stored_hash_index(0, n)` (its leaf hash, then each subtree it completes). They are kept in
 //! entry `n`'s own value ([`super::entry::pack`]), so stored hash `i` = (level `l`, node `k`)
 //! is hash `l` of entry `(k + 1)·2^l − 1`, the entry that completed that subtree. An append
-//! writes one key for its entry and hashes (plus its leaf-hash index key), and any root or proof
-//! reads O(log n) values.
+//! writes its entry with its hashes, and any root or proof reads O(log n) entries.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +42,7 @@ pub(crate) const META_SIZE: &[u8] = b"msize";
 pub(crate) const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 pub(crate) const META_ORIGIN: &[u8] = b"morigin";
 pub(crate) const META_CHECKPOINT_FILE: &[u8] = b"mcheckpoint-file";
+pub(crate) const META_ENTRY_FILES: &[u8] = b"mentry-files";
 
 pub(crate) fn key(prefix: u8, n: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -240,7 +244,7 @@ impl Store {
 
     /// The stored bytes of entry `index` (exactly what was hashed).
     pub fn entry(&self, index: u64) -> Result<Option<Val>, LogError> {
-        match self.kv.get(&key(ENTRY, index))? {
+        match self.kv.entry(index)? {
             None => Ok(None),
             Some(v) => entry_part(index, v).map(Some),
         }
@@ -252,13 +256,7 @@ impl Store {
         start: u64,
         end: u64,
     ) -> impl Iterator<Item = Result<(u64, Val), LogError>> + Send + '_ {
-        self.kv
-            .range(&key(ENTRY, start), &key(ENTRY, end.max(start)))
-            .map(|kv| {
-                let (k, v) = kv?;
-                let idx = be64(&k[1..]).ok_or_else(|| LogError::Corrupt("entry key".into()))?;
-                Ok((idx, v))
-            })
+        self.kv.entries(start, end)
     }
 
     /// Entries `[start, end)` in order, with their indexes.
@@ -298,7 +296,7 @@ impl Store {
             .ok_or_else(|| LogError::Corrupt(format!("stored hash {i} out of range")))?;
         let v = self
             .kv
-            .get(&key(ENTRY, n))?
+            .entry(n)?
             .ok_or_else(|| LogError::Corrupt(format!("stored hash {i} missing")))?;
         let h = packed_hash(&v, usize::from(level)).ok_or_else(|| LogError::Tampered {
             index: n,

@@ -3,8 +3,8 @@
 //! In one pass over the entries in index order it decodes each envelope, checks its index and
 //! its `prev_hash` link, re-hashes its exact bytes, rebuilds the RFC 6962 tree with a compact
 //! stack of subtree roots, and compares every hash this produces with the stored hashes kept in
-//! the same entry's value (an entry stores the hashes its append produced). A long sled log is
-//! read in two halves at once, joined at the end (`scan_all`).
+//! the same entry's value (an entry stores the hashes its append produced). A long log on sled
+//! is read in two halves at once, joined at the end (`scan_all`).
 //! At the end it compares the rebuilt root with the signed checkpoint and checks the signature,
 //! and compares the tree with the checkpoint kept outside sled ([`super::checkpoint_file`]): a
 //! sled holding fewer entries than that checkpoint, or another root at its size, fails.
@@ -101,8 +101,8 @@ const SPLIT_FROM: u64 = 1 << 12;
 
 /// Scans the entries `[0, size)`, rebuilding the tree and checking every stored hash.
 ///
-/// A long sled log is scanned in two halves at once, one per core, because reading the entries
-/// out of sled is what an audit spends its time on: `[0, m)` and `[m, size)` with `m` the
+/// A long log on sled is scanned in two halves at once, one per core (both read the entry
+/// files): `[0, m)` and `[m, size)` with `m` the
 /// largest power of two below `size`, so the first half is one complete subtree and the second
 /// is no longer than it. The second half's tree is rebuilt relative to `m`; only its link to
 /// the first (the `prev_hash` of entry `m`) and, if `size` is `2m`, the hash that joins the two

@@ -8,8 +8,9 @@
 //!    domain layer validate it and stage its index writes ([`Apply`]); a refused entry takes no
 //!    index and its caller gets the refusal;
 //! 2. computes the stored hashes in sumdb order and the new root, and signs one checkpoint;
-//! 3. writes entries (each with its stored hashes), leaf→index, domain indexes, size and
-//!    checkpoint as one atomic sled batch, flushes, and fdatasyncs sled's data file;
+//! 3. appends the entries (each with its stored hashes) to the entry files and fdatasyncs them
+//!    ([`super::entries`]), then writes domain indexes, size and checkpoint as one atomic sled
+//!    batch, flushes, and fdatasyncs sled's data file (PostgreSQL: one transaction for all);
 //! 4. hands the checkpoint to the checkpoint-file thread ([`checkpoint_file`]: temp file,
 //!    fsync, rename, directory fsync), and goes on with the next group while it writes;
 //! 5. once that file is written — after the next group's sled commit, if one was waiting —
