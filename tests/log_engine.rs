@@ -910,7 +910,9 @@ async fn reopening_keeps_everything_and_appends_continue_the_chain() {
 
 /// A data directory written before the entry files kept its entries in sled, under `e` ‖
 /// be64(index). Opening it moves them into the entry files (and out of sled) once; the log then
-/// reads, verifies and appends as any other.
+/// reads, verifies and appends as any other. A move cut short by a crash is done again: before
+/// its marker key, from the start (whatever the files already held); after it, by removing
+/// what sled still holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_with_its_entries_in_sled_has_them_moved_on_open() {
     let dir = temp();
@@ -925,19 +927,28 @@ async fn a_directory_with_its_entries_in_sled_has_them_moved_on_open() {
     let entries = stored_entries(&log, size);
     close(log).await;
 
-    // Rewrite it in the old layout: every packed value under its `e` key, no marker, no files.
+    // Rewrite it in the old layout: every packed value under its `e` key, no marker; the
+    // entry files as a move cut short left them, with the first 100 entries and then garbage.
     let packed: Vec<Vec<u8>> = (0..size).map(|i| packed_entry(dir.path(), i)).collect();
-    {
+    let put_in_sled = |keep_marker: bool, which: std::ops::Range<u64>| {
         let db = while_locked(|| sled::open(dir.path().join("sled")));
-        for (i, v) in packed.iter().enumerate() {
+        for i in which {
             let mut k = vec![b'e'];
-            k.extend_from_slice(&(i as u64).to_be_bytes());
-            db.insert(k, v.clone()).unwrap();
+            k.extend_from_slice(&i.to_be_bytes());
+            db.insert(k, packed[i as usize].clone()).unwrap();
         }
-        db.remove(b"mentry-files").unwrap();
+        if !keep_marker {
+            db.remove(b"mentry-files").unwrap();
+        }
         db.flush().unwrap();
+    };
+    put_in_sled(false, 0..size);
+    let ends_path = dir.path().join("entries").join("ends");
+    let mut ends = std::fs::read(&ends_path).unwrap();
+    for b in &mut ends[100 * 8..size as usize * 8] {
+        *b = 0x5a;
     }
-    std::fs::remove_dir_all(dir.path().join("entries")).unwrap();
+    std::fs::write(&ends_path, &ends).unwrap();
 
     let log = open(dir.path());
     assert_eq!(log.size(), size);
@@ -969,6 +980,36 @@ async fn a_directory_with_its_entries_in_sled_has_them_moved_on_open() {
     let report = offline_verify(dir.path());
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.size, size + 1);
+
+    // Cut short after the marker: some entries still in sled are removed on the next open.
+    put_in_sled(true, 10..20);
+    let report = offline_verify(dir.path());
+    assert!(report.ok(), "{report:?}");
+    {
+        let db = while_locked(|| sled::open(dir.path().join("sled")));
+        assert_eq!(db.scan_prefix(b"e").count(), 0, "the leftovers are removed");
+    }
+}
+
+/// Writes what a group of entries of `sizes` bytes, appended after entry `first - 1` and never
+/// committed, leaves in the entry files: garbage data and their end offsets.
+fn uncommitted_tail(dir: &Path, first: u64, sizes: &[u64]) {
+    use std::os::unix::fs::FileExt;
+    let (_, mut end) = entry_span(dir, first - 1);
+    let data = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("entries").join("data"))
+        .unwrap();
+    let ends = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("entries").join("ends"))
+        .unwrap();
+    for (k, &size) in sizes.iter().enumerate() {
+        data.write_all_at(&vec![0xa5; size as usize], end).unwrap();
+        end += size;
+        ends.write_all_at(&end.to_be_bytes(), (first + k as u64) * 8)
+            .unwrap();
+    }
 }
 
 /// The entry files must hold every entry sled counts: shortened, or removed, the log is refused
@@ -985,16 +1026,12 @@ async fn entry_files_missing_entries_are_refused_and_an_uncommitted_tail_is_over
     .await;
     close(log).await;
     let ends_path = dir.path().join("entries").join("ends");
-    let ends = std::fs::read(&ends_path).unwrap();
 
-    // An uncommitted tail: one more end offset, past the last, as a crash between the entry
-    // files and sled's commit leaves it.
-    let (_, last_end) = entry_span(dir.path(), 49);
-    let mut longer = ends.clone();
-    longer[50 * 8..51 * 8].copy_from_slice(&(last_end + 40).to_be_bytes());
-    std::fs::write(&ends_path, &longer).unwrap();
+    // An uncommitted tail: one more entry, as a crash between the entry files and sled's
+    // commit leaves it.
+    uncommitted_tail(dir.path(), 50, &[40]);
     let log = open(dir.path());
-    assert_eq!(log.size(), 50);
+    assert_eq!(stored_entries(&log, 50).len(), 50);
     let r = log.append("tester", b"fifty".to_vec()).await.unwrap();
     assert_eq!(r.index, 50);
     close(log).await;
@@ -1002,12 +1039,32 @@ async fn entry_files_missing_entries_are_refused_and_an_uncommitted_tail_is_over
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.size, 51);
 
-    // Shortened: the last ten entries' ends are gone.
+    // A longer uncommitted tail of large entries, then a shorter committed group: the stale
+    // ends after it still increase within the data, and stay hidden.
+    uncommitted_tail(dir.path(), 51, &[100_000; 6]);
+    let log = open(dir.path());
+    let r = log.append("tester", b"fifty-one".to_vec()).await.unwrap();
+    assert_eq!(r.index, 51);
+    close(log).await;
+    let log = open(dir.path());
+    assert_eq!(log.size(), 52);
+    assert_eq!(stored_entries(&log, 52)[51], {
+        let mut v = packed_entry(dir.path(), 51);
+        let (_, at) = claimledger::log::entry::unpack(&v).unwrap();
+        v.drain(..at);
+        v
+    });
+    close(log).await;
+    let report = offline_verify(dir.path());
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.size, 52);
+
+    // Shortened: the last eleven entries' ends are gone.
     let ends = std::fs::read(&ends_path).unwrap();
     std::fs::write(&ends_path, &ends[..41 * 8]).unwrap();
     match Log::open(dir.path(), Options::default(), Arc::new(NoApply)) {
         Err(e) => assert!(
-            e.to_string().contains("entries 41 to 50 are missing"),
+            e.to_string().contains("entries 41 to 51 are missing"),
             "{e}"
         ),
         Ok(_) => panic!("a log missing entries opened"),
@@ -1015,7 +1072,7 @@ async fn entry_files_missing_entries_are_refused_and_an_uncommitted_tail_is_over
     // Removed altogether.
     std::fs::remove_dir_all(dir.path().join("entries")).unwrap();
     match Log::open(dir.path(), Options::default(), Arc::new(NoApply)) {
-        Err(e) => assert!(e.to_string().contains("entries 0 to 50 are missing"), "{e}"),
+        Err(e) => assert!(e.to_string().contains("entries 0 to 51 are missing"), "{e}"),
         Ok(_) => panic!("a log without its entries opened"),
     }
 }

@@ -109,7 +109,7 @@ fn damaged_copy(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flipped_bit_that_makes_sled_drop_entries_is_refused_with_the_missing_sizes() {
+async fn a_flipped_bit_that_makes_sled_drop_its_last_groups_is_refused_with_the_missing_sizes() {
     let work = tempfile::tempdir().expect("tempdir");
     let orig = work.path().join("orig");
     let acknowledged = write_log(&orig, 40, 200).await;

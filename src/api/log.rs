@@ -17,7 +17,7 @@ pub struct LogApi(pub Ctx);
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// How many entries one read from sled fetches at most before the stream yields them …
+/// How many entries one read from the store fetches at most before the stream yields them …
 const CHUNK: u64 = 256;
 /// … and how many bytes of entry data: with [`QUEUE`] this bounds what one stream holds in
 /// memory when its client does not read (CHUNK_BYTES + QUEUE × the largest entry).

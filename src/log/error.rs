@@ -17,12 +17,12 @@ pub enum LogError {
     /// The stored log does not match its signed checkpoint, or an entry fails verification.
     #[error("log verification failed at index {index}: {reason}")]
     Tampered { index: u64, reason: String },
-    /// sled holds fewer entries than the checkpoint kept outside it says were committed: sled
-    /// lost acknowledged history (it recovers from damage by dropping what follows).
+    /// sled's size is below that of the checkpoint kept outside it: sled lost acknowledged
+    /// groups (it recovers from damage by dropping what follows), its state and size with them.
     #[error(
         "{file} holds a signed checkpoint of {committed} entries, but sled holds only {stored}: \
-         entries {stored} to {last} ({missing} acknowledged entries) are missing from the data \
-         directory. Restore it from a copy taken at size {committed} or later, or run \
+         entries {stored} to {last} ({missing} acknowledged entries) are missing from it. \
+         Restore the data directory from a copy taken at size {committed} or later, or run \
          `claimledger recover` to see what continuing without them would lose",
         last = .committed - 1,
         missing = .committed - .stored

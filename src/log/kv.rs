@@ -400,7 +400,8 @@ impl SledKv {
                 .append(&group)
                 .map_err(SyncFailure::into_error)?;
             if next < size {
-                // Left as it is: the audit of the old layout names what is wrong.
+                // Nothing is moved (the marker is not written and sled keeps its entries): the
+                // refusal names the first entry missing.
                 return Err(LogError::Tampered {
                     index: next,
                     reason: "stored entry missing".into(),

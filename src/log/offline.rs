@@ -1,10 +1,11 @@
 //! A data directory opened without a writer, for the offline commands (`verify`, `reindex`,
 //! `recover`) and for tools. Opening it writes no log or index key (sled itself may flush or
-//! snapshot as part of its recovery): the origin is the one sled recorded, or the checkpoint
+//! snapshot as part of its recovery), except once on a directory from before the entry files,
+//! whose entries opening moves out of sled ([`super::entries`]): the origin is the one sled recorded, or the checkpoint
 //! file's, or the default for a directory with nothing in it yet.
 //!
 //! Opening, the audit, `reindex` and `recovery` run under `log::guarded`, so a damaged file
-//! is an error naming it, not a panic; [`Offline::entries`] hands out sled's iterator as is.
+//! is an error naming it, not a panic; [`Offline::entries`] reads the entry files in order.
 
 use std::path::{Path, PathBuf};
 

@@ -72,7 +72,7 @@ pub const CACHE_BYTES: u64 = 48 * 1024 * 1024;
 
 /// Stored hashes at this level and above (subtrees of 8+ entries, one per 8 entries) are
 /// kept in memory once read: every proof and root needs a handful of them, they never change,
-/// and reading one from sled means fetching a whole entry value.
+/// and reading one means reading a whole entry value from the entry files.
 const CACHED_LEVEL: u8 = 3;
 
 /// The log's storage: the key space of [`super::kv`], and everything computed from it. Cheap

@@ -294,7 +294,7 @@ fn scan(
             Ok(next) => next,
             Err(panic) => {
                 let file = store.describe();
-                return bad(out, format!("{file} cannot be read: sled failed: {panic}"));
+                return bad(out, format!("{file} cannot be read: {panic}"));
             }
         };
         let packed = match next {
