@@ -63,12 +63,13 @@ pub fn leaf_hash(data: &[u8]) -> Hash {
     Hash(h.finalize().into())
 }
 
-/// sled's page cache. Scans (the audit, the start-up re-hash) fill it whatever its size, so it
-/// bounds the server's memory; the hot data (the tail of the log, the ledger's sources, the
-/// upper tree levels kept separately below) is far smaller than a million-entry log. At 48 MiB a
-/// server of a million claims held 238–257 MiB after writing, 321 MiB under reads
-/// (BENCHMARKS.md, "Resident memory").
-pub const CACHE_BYTES: u64 = 48 * 1024 * 1024;
+/// sled's page cache. It holds the ledger's state only (the entries are in their own files,
+/// read through the kernel's page cache), and reads of claims fill it whatever its size, so it
+/// bounds the server's memory. With 24 MiB a server of 1.0–1.2 million claims held 224–227 MiB
+/// after writes and then reads (peak 240–241), against 270–276 MiB (peak 288–289) with 48 MiB,
+/// at the same call rates within the machine's noise (BENCHMARKS.md, "The entries in files of
+/// their own").
+pub const CACHE_BYTES: u64 = 24 * 1024 * 1024;
 
 /// Stored hashes at this level and above (subtrees of 8+ entries, one per 8 entries) are
 /// kept in memory once read: every proof and root needs a handful of them, they never change,
