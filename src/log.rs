@@ -197,7 +197,13 @@ impl Log {
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let mut opts = opts;
         let store = match &opts.postgres {
-            None => Store::open(&dir)?,
+            None => {
+                let store = Store::open(&dir)?;
+                if let Some(e) = store.kv().missing_entries() {
+                    return Err(e);
+                }
+                store
+            }
             Some(url) => {
                 opts.external_checkpoint = false;
                 let kv = kv::postgres::PgKv::open(

@@ -1069,6 +1069,21 @@ async fn entry_files_missing_entries_are_refused_and_an_uncommitted_tail_is_over
         ),
         Ok(_) => panic!("a log missing entries opened"),
     }
+    // The offline audit runs, and fails at the first entry missing.
+    let report = offline_verify(dir.path());
+    assert!(!report.ok(), "{report:?}");
+    assert_eq!(report.first_bad_index, Some(41), "{report:?}");
+    assert_eq!(report.size, 52);
+    // Reindexing would rebuild from part of the log: refused.
+    let offline = while_locked(|| Offline::open(dir.path()));
+    match offline.reindex(&NoApply, &mut |_, _| {}) {
+        Err(e) => assert!(
+            e.to_string().contains("entries 41 to 51 are missing"),
+            "{e}"
+        ),
+        Ok(n) => panic!("reindex ran over a log missing entries ({n})"),
+    }
+    drop(offline);
     // Removed altogether.
     std::fs::remove_dir_all(dir.path().join("entries")).unwrap();
     match Log::open(dir.path(), Options::default(), Arc::new(NoApply)) {

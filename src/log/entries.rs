@@ -15,7 +15,8 @@
 //! commits the group's state and its size ([`super::kv::SledKv`]). sled's size is therefore
 //! the committed size: the files may hold more (a group written before a crash and never
 //! acknowledged), which opening ignores and the next append overwrites, and never less unless
-//! they were damaged or removed, which opening refuses. Nothing is ever cut off the files at
+//! they were damaged or removed: then the log refuses to open, and the offline audit
+//! (`claimledger verify`) fails at the first entry missing. Nothing is ever cut off the files at
 //! open: when sled itself lost acknowledged entries (the checkpoint file says so, and opening
 //! refuses), they are still here for whoever restores the directory.
 

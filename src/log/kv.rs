@@ -161,6 +161,18 @@ impl Kv {
         }
     }
 
+    /// Why the log must not open for writing: the entry files held fewer entries than sled's
+    /// size when they were opened (they were shortened, or lost). The offline audit still
+    /// runs, and fails at the first missing entry.
+    pub fn missing_entries(&self) -> Option<LogError> {
+        match self {
+            Kv::Sled(s) => s
+                .short
+                .map(|(count, size)| missing_entries(s.entries.dir(), count, size)),
+            Kv::Postgres(_) => None,
+        }
+    }
+
     /// Whether [`Kv::prefetch`] saves anything (a read costs a round trip).
     pub fn prefetches(&self) -> bool {
         matches!(self, Kv::Postgres(_))
@@ -273,6 +285,9 @@ pub(crate) struct SledKv {
     db: sled::Db,
     tree: sled::Tree,
     entries: Arc<EntryFiles>,
+    /// The entry files' count and sled's size at open, when the files held fewer entries:
+    /// [`Kv::missing_entries`].
+    short: Option<(u64, u64)>,
     data_file: Arc<PathBuf>,
     /// sled's data file, opened once and kept for fdatasync: opening it per commit made every
     /// commit fail once the process ran out of file descriptors.
@@ -351,10 +366,11 @@ impl SledKv {
         if moved && size > 0 && !dir.join(super::entries::DIR).is_dir() {
             return Err(missing_entries(&dir.join(super::entries::DIR), 0, size));
         }
-        let kv = SledKv {
+        let mut kv = SledKv {
             db,
             tree,
             entries: Arc::new(EntryFiles::open(dir)?),
+            short: None,
             data_file: Arc::new(data_file),
             data: Arc::new(data),
             synced_blobs: Arc::new(Mutex::new(std::collections::HashSet::new())),
@@ -363,14 +379,19 @@ impl SledKv {
             super::guard::catch(|| kv.settle_entries(size, moved)),
             &unreadable,
         )?;
+        let count = kv.entries.count();
+        if count < size {
+            kv.short = Some((count, size));
+        }
         Ok(kv)
     }
 
     /// Makes the entry files agree with sled's committed size: a directory from before them
     /// has its entries moved out of sled (once, crash-safe: the marker key is written, durably,
     /// only once the files hold every committed entry, and sled's copies are removed after
-    /// it); then the files must hold every committed entry, and what they hold beyond is
-    /// hidden, to be overwritten.
+    /// it); then what the files hold beyond that size is hidden, to be overwritten. Files
+    /// holding fewer entries are left as they are: the log refuses to open
+    /// ([`Kv::missing_entries`]) and the audit names the first one missing.
     fn settle_entries(&self, size: u64, moved: bool) -> Result<(), LogError> {
         let first = key(ENTRY, 0);
         let after = [ENTRY + 1];
@@ -433,10 +454,6 @@ impl SledKv {
         }
         if removed {
             self.sync()?;
-        }
-        let count = self.entries.count();
-        if count < size {
-            return Err(missing_entries(self.entries.dir(), count, size));
         }
         self.entries.keep(size);
         Ok(())

@@ -175,6 +175,9 @@ impl Offline {
         apply: &dyn Apply,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<u64, LogError> {
+        if let Some(e) = self.store.kv().missing_entries() {
+            return Err(e);
+        }
         let tree =
             self.store.kv().sled_tree().ok_or_else(|| {
                 LogError::Internal("reindex works on a sled data directory".into())
