@@ -196,14 +196,7 @@ pub fn redact(url: &str) -> String {
                 .collect();
             format!("{base}?{}", query.join("&"))
         }
-        None if !url.contains("://") => url
-            .split_whitespace()
-            .map(|p| match p.split_once('=') {
-                Some(("password", _)) => "password=***",
-                _ => p,
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
+        None if !url.contains("://") => return redact_conninfo(url),
         None => url.to_string(),
     };
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -218,6 +211,78 @@ pub fn redact(url: &str) -> String {
     match auth.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.clone(),
+    }
+}
+
+/// A libpq key=value connection string with its password's value replaced: `key = value`
+/// pairs apart by whitespace, spaces allowed around `=`, a value single-quoted (with `\'` and
+/// `\\` escapes) or unquoted (with `\` escapes). What does not parse as such is not shown at
+/// all when it may hold a password.
+fn redact_conninfo(s: &str) -> String {
+    let mut out = Vec::new();
+    let mut rest = s.trim_start();
+    while !rest.is_empty() {
+        let key_len = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let key = &rest[..key_len];
+        let after_key = rest[key_len..].trim_start();
+        let Some(after_eq) = after_key.strip_prefix('=') else {
+            return hidden(s);
+        };
+        let value_at = after_eq.trim_start();
+        let Some(value_len) = conninfo_value_len(value_at) else {
+            return hidden(s);
+        };
+        if key.is_empty() {
+            return hidden(s);
+        }
+        let value = &value_at[..value_len];
+        out.push(if key == "password" {
+            "password=***".to_string()
+        } else {
+            format!("{key}={value}")
+        });
+        rest = value_at[value_len..].trim_start();
+    }
+    out.join(" ")
+}
+
+/// The length of the conninfo value at the start of `s` (quotes and escapes included), or
+/// `None` when a quote is not closed.
+fn conninfo_value_len(s: &str) -> Option<usize> {
+    let mut chars = s.char_indices();
+    if s.starts_with('\'') {
+        chars.next();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '\'' => return Some(i + 1),
+                _ => {}
+            }
+        }
+        return None;
+    }
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            c if c.is_whitespace() => return Some(i),
+            _ => {}
+        }
+    }
+    Some(s.len())
+}
+
+/// A connection string that could not be read: shown only when it cannot hold a password.
+fn hidden(s: &str) -> String {
+    if s.contains("password") {
+        "(a connection string that does not parse; not shown, it may hold a password)".into()
+    } else {
+        s.to_string()
     }
 }
 

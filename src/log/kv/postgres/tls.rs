@@ -413,6 +413,18 @@ mod tests {
             redact("host=h password=secret dbname=d"),
             "host=h password=*** dbname=d"
         );
+        assert_eq!(
+            redact("host=h password = secret dbname=d"),
+            "host=h password=*** dbname=d"
+        );
+        assert_eq!(
+            redact("host = h  password='se cret \\' x' dbname=d"),
+            "host=h password=*** dbname=d"
+        );
+        assert_eq!(redact("password=se\\ cret host=h"), "password=*** host=h");
+        assert!(!redact("host=h password='secret").contains("secret"));
+        assert!(!redact("host=h password secret").contains("secret"));
+        assert_eq!(redact("host=h dbname"), "host=h dbname");
         assert_eq!(redact("postgres://u:se/cret@h/db"), "postgres://u:***@h/db");
         assert_eq!(
             redact("postgres://h/db?application_name=a@b"),
