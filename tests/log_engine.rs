@@ -3,6 +3,8 @@
 //! signatures, typed out-of-range errors, tamper detection, reopening, and many concurrent
 //! appends.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use claimledger::log::leaf_hash;
 use claimledger::log::{
     Envelope, Log, LogError, NoApply, Offline, Options, Receipt, DEFAULT_ORIGIN,
 };
+use common::KeepBodies;
 use proptest::prelude::*;
 use prost::Message;
 use signed_note::{Note, StandardVerifier, VerifierList};
@@ -1165,22 +1168,6 @@ async fn many_concurrent_appends_get_contiguous_indexes_and_valid_receipts() {
 // ---------------------------------------------------------------------------------------------
 // Large entries
 // ---------------------------------------------------------------------------------------------
-
-/// A domain hook that keeps each entry's body as state, so large entries make large state
-/// values in sled.
-struct KeepBodies;
-
-impl claimledger::log::Apply for KeepBodies {
-    fn apply(
-        &self,
-        ctx: &mut claimledger::log::Ctx<'_>,
-        meta: &claimledger::log::EntryMeta,
-        body: &[u8],
-    ) -> Result<(), claimledger::log::Rejection> {
-        ctx.put(&meta.index.to_be_bytes(), body.to_vec());
-        Ok(())
-    }
-}
 
 /// Entries near the largest allowed (65,535 bytes, what a tlog-tiles entry bundle holds) go
 /// into the entry files, survive a reopen with their hashes, and verify; a larger one is

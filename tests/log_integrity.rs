@@ -14,23 +14,7 @@ use std::time::Duration;
 use claimledger::log::checkpoint_file;
 use claimledger::log::{AppendError, Log, LogError, NoApply, Offline, Options};
 use claimledger::pb;
-use common::{claimledger, ServeProcess};
-
-/// A domain hook that keeps each entry's body as state, as the ledger keeps each claim: sled
-/// then holds about as much as the entry files (which hold the entries themselves).
-struct KeepBodies;
-
-impl claimledger::log::Apply for KeepBodies {
-    fn apply(
-        &self,
-        ctx: &mut claimledger::log::Ctx<'_>,
-        meta: &claimledger::log::EntryMeta,
-        body: &[u8],
-    ) -> Result<(), claimledger::log::Rejection> {
-        ctx.put(&meta.index.to_be_bytes(), body.to_vec());
-        Ok(())
-    }
-}
+use common::{claimledger, KeepBodies, ServeProcess};
 
 fn open(dir: &Path) -> Result<Log, LogError> {
     Log::open(dir, Options::default(), Arc::new(KeepBodies))

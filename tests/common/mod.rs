@@ -69,6 +69,22 @@ macro_rules! both_stores {
     };
 }
 
+/// A domain hook that keeps each entry's body as state, as the ledger keeps each claim: large
+/// entries make large state values in sled, which then holds about as much as the entry files.
+pub struct KeepBodies;
+
+impl claimledger::log::Apply for KeepBodies {
+    fn apply(
+        &self,
+        ctx: &mut claimledger::log::Ctx<'_>,
+        meta: &claimledger::log::EntryMeta,
+        body: &[u8],
+    ) -> Result<(), claimledger::log::Rejection> {
+        ctx.put(&meta.index.to_be_bytes(), body.to_vec());
+        Ok(())
+    }
+}
+
 /// The log options of a test server on `dir` for the current test's store.
 pub fn log_options(dir: &Path) -> claimledger::log::Options {
     let postgres = match current_store() {
