@@ -12,7 +12,7 @@
 //!   `data[ends[i-1]..ends[i]]`. They are also kept in memory (8 bytes an entry).
 //!
 //! **Durability.** A group is written to both files and both are fdatasynced before sled
-//! commits the group's state and its size ([`super::kv::SledKv`]). sled's size is therefore
+//! commits the group's state and its size (`kv::SledKv`). sled's size is therefore
 //! the committed size: the files may hold more (a group written before a crash and never
 //! acknowledged), which opening ignores and the next append overwrites, and never less unless
 //! they were damaged or removed: then the log refuses to open, and the offline audit
