@@ -183,35 +183,59 @@ async fn watch<F: Future<Output = Result<(), tokio_postgres::Error>>>(connection
 
 /// `url` with any password replaced, to be shown in messages and logs.
 pub fn redact(url: &str) -> String {
-    // A password may also be a query parameter (`?password=…`) or, in the key=value form,
-    // a `password=…` pair.
-    let url = match url.split_once('?') {
-        Some((base, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some(("password", _)) => "password=***".to_string(),
-                    _ => p.to_string(),
-                })
-                .collect();
-            format!("{base}?{}", query.join("&"))
+    // tokio-postgres reads a string as a URL only when it starts with one of these schemes;
+    // anything else is the key=value form.
+    let Some((scheme, rest)) = ["postgresql://", "postgres://"]
+        .iter()
+        .find_map(|p| url.strip_prefix(p).map(|rest| (p, rest)))
+    else {
+        return redact_conninfo(url);
+    };
+    // The user info runs to an `@`. From the first `:` before the first `@` to the last `@` is
+    // hidden, so a password holding `/`, `?` or `@` is hidden whole (and at worst a host or
+    // query after it too).
+    let first_at = rest.find('@').unwrap_or(rest.len());
+    let rest = match (rest[..first_at].find(':'), rest.rfind('@')) {
+        (Some(colon), Some(last_at)) => format!("{}:***@{}", &rest[..colon], &rest[last_at + 1..]),
+        _ => rest.to_string(),
+    };
+    // A password may also be a query parameter, its name percent-encoded.
+    let Some((base, query)) = rest.split_once('?') else {
+        return format!("{scheme}{rest}");
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if percent_decoded(k) == "password" => "password=***",
+            _ => p,
+        })
+        .collect();
+    format!("{scheme}{base}?{}", query.join("&"))
+}
+
+/// `s` with its `%XX` escapes decoded (bytes that are not UTF-8 replaced).
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
         }
-        None if !url.contains("://") => return redact_conninfo(url),
-        None => url.to_string(),
-    };
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url;
-    };
-    // The user info ends at the last `@` before the query (a password may hold a `/`).
-    let before_query = rest.split_once('?').map_or(rest, |(a, _)| a);
-    let (auth, host) = match before_query.rsplit_once('@') {
-        Some((a, _)) => (a, &rest[a.len() + 1..]),
-        None => return url.clone(),
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.clone(),
     }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A libpq key=value connection string with its password's value replaced: `key = value`

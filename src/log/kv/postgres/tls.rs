@@ -426,6 +426,27 @@ mod tests {
         assert!(!redact("host=h password secret").contains("secret"));
         assert_eq!(redact("host=h dbname"), "host=h dbname");
         assert_eq!(redact("postgres://u:se/cret@h/db"), "postgres://u:***@h/db");
+        // Only `postgres://` and `postgresql://` make a URL; a `?` or `://` elsewhere does not.
+        assert_eq!(redact("host=h password=se?cret"), "host=h password=***");
+        assert_eq!(
+            redact("application_name=why? password=secret"),
+            "application_name=why? password=***"
+        );
+        assert_eq!(
+            redact("password=secret application_name=https://x"),
+            "password=*** application_name=https://x"
+        );
+        assert_eq!(
+            redact("postgresql://u:secret@h/db"),
+            "postgresql://u:***@h/db"
+        );
+        // A URL's password holding `?` or `@`, and a percent-encoded parameter name.
+        assert_eq!(redact("postgres://u:se?cret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact("postgres://h/db?pass%77ord=secret"),
+            "postgres://h/db?password=***"
+        );
         assert_eq!(
             redact("postgres://h/db?application_name=a@b"),
             "postgres://h/db?application_name=a@b"
