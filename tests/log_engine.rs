@@ -797,11 +797,53 @@ async fn a_flipped_byte_in_a_stored_entry_is_named_by_verify_and_refused_on_open
             Ok(_) => panic!("byte {at}: a tampered log opened"),
         }
 
+        // Opened without the re-hash, the log never serves the changed entry: reading it
+        // fails, naming it, or gives the original bytes (when only a hash above the leaf's
+        // changed, which the audit names and proofs would show).
+        let quick = Options {
+            rehash_on_open: false,
+            ..Options::default()
+        };
+        if let Ok(log) = Log::open(dir.path(), quick, Arc::new(NoApply)) {
+            match log.entry(BAD) {
+                Err(LogError::Tampered { index, .. }) => assert_eq!(index, BAD, "byte {at}"),
+                Ok(Some(bytes)) => assert_eq!(&bytes[..], &original[header..], "byte {at}"),
+                other => panic!("byte {at}: {other:?}"),
+            }
+            close(log).await;
+        }
+
         // Put it back: the log verifies and opens again.
         let orig = original.clone();
         rewrite_entry(dir.path(), BAD, move |b| *b = orig);
         assert!(offline_verify(dir.path()).ok());
     }
+
+    // An end offset moved by one byte, still in order: entries BAD and BAD + 1 change shape.
+    // Both are refused when read (without the re-hash on open), and the audit names BAD.
+    let ends_path = dir.path().join("entries").join("ends");
+    let ends = std::fs::read(&ends_path).unwrap();
+    let mut moved = ends.clone();
+    let at = BAD as usize * 8;
+    let end = u64::from_be_bytes(moved[at..at + 8].try_into().unwrap());
+    moved[at..at + 8].copy_from_slice(&(end - 1).to_be_bytes());
+    std::fs::write(&ends_path, &moved).unwrap();
+    assert_eq!(offline_verify(dir.path()).first_bad_index, Some(BAD));
+    let quick = Options {
+        rehash_on_open: false,
+        ..Options::default()
+    };
+    let log = Log::open(dir.path(), quick, Arc::new(NoApply)).unwrap();
+    for i in [BAD, BAD + 1] {
+        match log.entry(i) {
+            Err(LogError::Tampered { index, .. }) => assert_eq!(index, i),
+            other => panic!("entry {i} after its end moved: {other:?}"),
+        }
+    }
+    assert!(log.entry(BAD - 1).unwrap().is_some());
+    close(log).await;
+    std::fs::write(&ends_path, &ends).unwrap();
+    assert!(offline_verify(dir.path()).ok());
 
     // A flipped stored hash (not an entry). Offline verify compares every stored hash with the
     // one rebuilt from the entries, and names the entry whose append wrote it.

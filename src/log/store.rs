@@ -434,13 +434,23 @@ impl HashReader for Reader<'_> {
     }
 }
 
-/// The entry bytes of a packed value.
+/// The entry bytes of a packed value, checked against the leaf hash stored with them: the
+/// entry files carry no checksum of their own, so a changed byte in `data`, or a changed end
+/// offset in `ends` that still looks in order, is refused here instead of served (the audit
+/// reads the packed values itself, and hashes them once).
 fn entry_part(index: u64, v: Val) -> Result<Val, LogError> {
-    let (_, at) = unpack(&v).ok_or_else(|| LogError::Tampered {
+    let tampered = |reason: &str| LogError::Tampered {
         index,
-        reason: "stored entry is malformed".into(),
-    })?;
-    Ok(v.subslice(at, v.len() - at))
+        reason: reason.into(),
+    };
+    let (_, at) = unpack(&v).ok_or_else(|| tampered("stored entry is malformed"))?;
+    let bytes = v.subslice(at, v.len() - at);
+    if packed_hash(&v, 0) != Some(leaf_hash(&bytes)) {
+        return Err(tampered(
+            "stored entry does not match its leaf hash (the entries were changed or damaged)",
+        ));
+    }
+    Ok(bytes)
 }
 
 fn proof_error(e: tlog_tiles::Error) -> LogError {
