@@ -1034,6 +1034,33 @@ async fn a_directory_with_its_entries_in_sled_has_them_moved_on_open() {
         let db = while_locked(|| sled::open(dir.path().join("sled")));
         assert_eq!(db.scan_prefix(b"e").count(), 0, "the leftovers are removed");
     }
+
+    // An empty value under an old `e` key (a packed entry never is) is not moved: opening is
+    // refused naming it, sled keeps every entry and no marker is written.
+    let all: Vec<Vec<u8>> = (0..=size).map(|i| packed_entry(dir.path(), i)).collect();
+    {
+        let db = while_locked(|| sled::open(dir.path().join("sled")));
+        for (i, v) in all.iter().enumerate() {
+            let mut k = vec![b'e'];
+            k.extend_from_slice(&(i as u64).to_be_bytes());
+            db.insert(k, if i == 150 { Vec::new() } else { v.clone() })
+                .unwrap();
+        }
+        db.remove(b"mentry-files").unwrap();
+        db.flush().unwrap();
+    }
+    match Log::open(dir.path(), Options::default(), Arc::new(NoApply)) {
+        Err(LogError::Tampered { index, .. }) => assert_eq!(index, 150),
+        Err(e) => panic!("expected entry 150 refused, got {e}"),
+        Ok(_) => panic!("an empty entry was moved"),
+    }
+    let db = while_locked(|| sled::open(dir.path().join("sled")));
+    assert_eq!(
+        db.scan_prefix(b"e").count() as u64,
+        size + 1,
+        "sled keeps them"
+    );
+    assert!(db.get(b"mentry-files").unwrap().is_none(), "no marker");
 }
 
 /// Writes what a group of entries of `sizes` bytes, appended after entry `first - 1` and never

@@ -174,7 +174,10 @@ impl EntryFiles {
 
     /// Appends the packed entries `entries` (indexes following the last entry) and makes them
     /// durable. Every failure is final: after a failed write or fdatasync what the files hold
-    /// is not known, and the caller must not commit the group.
+    /// is not known, and the caller must not commit the group. One caller at a time: the log's
+    /// writer thread, or the move out of sled on open, before the writer starts. The entries
+    /// are readable as soon as it returns, before sled commits them: readers cut at the
+    /// published size (`Log::entry`, `Log::entries`), not at what the files hold.
     pub fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), SyncFailure> {
         let fail = |path: &Path, e: std::io::Error| SyncFailure::Final(LogError::io(path, e));
         if entries.is_empty() {
@@ -195,6 +198,15 @@ impl EntryFiles {
                     "entry {index} appended after {} entries",
                     count + k as u64
                 ))));
+            }
+            // An empty value would end where the last one did, and opening would stop at it
+            // (end offsets must increase): a packed entry is never empty, so one read from an
+            // old directory's sled key that is must not be moved.
+            if packed.is_empty() {
+                return Err(SyncFailure::Final(LogError::Tampered {
+                    index: *index,
+                    reason: "stored entry is empty".into(),
+                }));
             }
             data.extend_from_slice(packed);
             end += packed.len() as u64;

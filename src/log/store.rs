@@ -243,7 +243,9 @@ impl Store {
         parse_checkpoint(text)
     }
 
-    /// The stored bytes of entry `index` (exactly what was hashed).
+    /// The stored bytes of entry `index` (exactly what was hashed). Not cut to the published
+    /// size: during a commit the entry files already hold the group being committed
+    /// (`Log::entry` cuts).
     pub fn entry(&self, index: u64) -> Result<Option<Val>, LogError> {
         match self.kv.entry(index)? {
             None => Ok(None),
