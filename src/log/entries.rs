@@ -18,7 +18,12 @@
 //! they were damaged or removed: then the log refuses to open, and the offline audit
 //! (`claimledger verify`) fails at the first entry missing. Nothing is ever cut off the files at
 //! open: when sled itself lost acknowledged entries (the checkpoint file says so, and opening
-//! refuses), they are still here for whoever restores the directory.
+//! refuses), they are still here for whoever restores the directory, until the operator
+//! chooses `claimledger recover --accept-loss`: the log then continues from sled's size and
+//! its next appends overwrite them.
+//!
+//! **Integrity.** The files carry no checksum of their own: every entry read is checked
+//! against the leaf hash stored with it (`store::entry_part`), and the audit re-hashes all.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
