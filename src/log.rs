@@ -542,6 +542,15 @@ impl Log {
         self.store.entries(start, end.min(self.size()))
     }
 
+    /// [`Log::entries`] with each entry's leaf hash, as checked when it was read.
+    pub fn entries_with_leaf(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> impl Iterator<Item = Result<(u64, Val, Hash), LogError>> + Send + '_ {
+        self.store.entries_with_leaf(start, end.min(self.size()))
+    }
+
     /// The leaf hash of published entry `index`.
     pub fn leaf_hash_at(&self, index: u64) -> Result<Hash, LogError> {
         let size = self.size();

@@ -45,17 +45,17 @@ async fn send_range(
         let mut bytes = 0;
         let batch: Result<Vec<pb::LogEntry>, Status> = ctx
             .log
-            .entries(at, to)
+            .entries_with_leaf(at, to)
             .take_while(|kv| {
                 let more = bytes < CHUNK_BYTES;
-                bytes += kv.as_ref().map_or(0, |(_, d)| d.len());
+                bytes += kv.as_ref().map_or(0, |(_, d, _)| d.len());
                 more
             })
             .map(|kv| {
-                let (index, data) = kv.map_err(error::log)?;
+                let (index, data, leaf) = kv.map_err(error::log)?;
                 Ok(pb::LogEntry {
                     index,
-                    leaf_hash: crate::log::store::leaf_hash(&data).0.to_vec(),
+                    leaf_hash: leaf.0.to_vec(),
                     data: data.to_vec(),
                 })
             })

@@ -107,9 +107,8 @@ impl Indexer {
         let mut graded: BTreeSet<String> = BTreeSet::new();
         let mut leaf = None;
         let fields = &self.shared.inner.fields;
-        for kv in log.entries(start, end) {
-            let (i, bytes) = kv?;
-            let hash = crate::log::leaf_hash(&bytes);
+        for kv in log.entries_with_leaf(start, end) {
+            let (i, bytes, hash) = kv?;
             // Every entry is found by its leaf hash; these documents are never replaced.
             self.writer.add_document(fields.entry_document(i, &hash))?;
             leaf = Some(hash);

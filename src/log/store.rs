@@ -249,7 +249,7 @@ impl Store {
     pub fn entry(&self, index: u64) -> Result<Option<Val>, LogError> {
         match self.kv.entry(index)? {
             None => Ok(None),
-            Some(v) => entry_part(index, v).map(Some),
+            Some(v) => entry_part(index, v).map(|(bytes, _)| Some(bytes)),
         }
     }
 
@@ -268,8 +268,22 @@ impl Store {
         start: u64,
         end: u64,
     ) -> impl Iterator<Item = Result<(u64, Val), LogError>> + Send + '_ {
-        self.packed(start, end)
-            .map(|kv| kv.and_then(|(i, v)| Ok((i, entry_part(i, v)?))))
+        self.entries_with_leaf(start, end)
+            .map(|e| e.map(|(i, bytes, _)| (i, bytes)))
+    }
+
+    /// Entries `[start, end)` in order, with their indexes and leaf hashes (each entry is
+    /// hashed once, to check it, and that hash is the one given).
+    pub fn entries_with_leaf(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> impl Iterator<Item = Result<(u64, Val, Hash), LogError>> + Send + '_ {
+        self.packed(start, end).map(|kv| {
+            let (i, v) = kv?;
+            let (bytes, leaf) = entry_part(i, v)?;
+            Ok((i, bytes, leaf))
+        })
     }
 
     /// The stored leaf hash of entry `index`.
@@ -440,19 +454,20 @@ impl HashReader for Reader<'_> {
 /// entry files carry no checksum of their own, so a changed byte in `data`, or a changed end
 /// offset in `ends` that still looks in order, is refused here instead of served (the audit
 /// reads the packed values itself, and hashes them once).
-fn entry_part(index: u64, v: Val) -> Result<Val, LogError> {
+fn entry_part(index: u64, v: Val) -> Result<(Val, Hash), LogError> {
     let tampered = |reason: &str| LogError::Tampered {
         index,
         reason: reason.into(),
     };
     let (_, at) = unpack(&v).ok_or_else(|| tampered("stored entry is malformed"))?;
     let bytes = v.subslice(at, v.len() - at);
-    if packed_hash(&v, 0) != Some(leaf_hash(&bytes)) {
+    let leaf = leaf_hash(&bytes);
+    if packed_hash(&v, 0) != Some(leaf) {
         return Err(tampered(
             "stored entry does not match its leaf hash (the entries were changed or damaged)",
         ));
     }
-    Ok(bytes)
+    Ok((bytes, leaf))
 }
 
 fn proof_error(e: tlog_tiles::Error) -> LogError {

@@ -58,9 +58,9 @@ fn view(ctx: &Ctx) -> Result<View, PageError> {
     });
     let mut recent = Vec::new();
     let from = size.saturating_sub(RECENT);
-    for kv in ctx.log.entries(from, size) {
-        let (index, bytes) = kv?;
-        recent.push(entry_view(index, &bytes, false)?);
+    for kv in ctx.log.entries_with_leaf(from, size) {
+        let (index, bytes, leaf) = kv?;
+        recent.push(entry_view(index, &bytes, &leaf, false)?);
     }
     recent.reverse();
     // The write rate over the last entries shown: entries per minute between the first and

@@ -17,7 +17,12 @@ const PAGE: u64 = 50;
 
 /// One entry for the pages: index, time, actor, what it did in words, the page it is about,
 /// its leaf hash, and, when `full`, the decoded entry as proto3 JSON.
-pub(super) fn entry_view(index: u64, bytes: &[u8], full: bool) -> Result<Value, PageError> {
+pub(super) fn entry_view(
+    index: u64,
+    bytes: &[u8],
+    leaf: &tlog_tiles::Hash,
+    full: bool,
+) -> Result<Value, PageError> {
     let entry = pb::Entry::decode(bytes).map_err(|e| {
         PageError::internal(format!("entry {index} does not decode as an Entry: {e}"))
     })?;
@@ -28,7 +33,7 @@ pub(super) fn entry_view(index: u64, bytes: &[u8], full: bool) -> Result<Value, 
         "actor": entry.actor,
         "what": what,
         "link": link,
-        "leaf_hash": hex(&crate::log::leaf_hash(bytes).0),
+        "leaf_hash": hex(&leaf.0),
         "bytes": bytes.len(),
     });
     if full {
@@ -63,9 +68,9 @@ fn view(ctx: &Ctx, query: Option<&str>) -> Result<View, PageError> {
     }
     let end = (start + PAGE).min(size);
     let mut items = Vec::new();
-    for kv in ctx.log.entries(start, end) {
-        let (index, bytes) = kv?;
-        items.push(entry_view(index, &bytes, true)?);
+    for kv in ctx.log.entries_with_leaf(start, end) {
+        let (index, bytes, leaf) = kv?;
+        items.push(entry_view(index, &bytes, &leaf, true)?);
     }
     let link = |s: u64| format!("/entries?start={s}");
     Ok(View {
