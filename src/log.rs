@@ -27,6 +27,7 @@ mod error;
 mod follow;
 pub(crate) mod guard;
 pub(crate) mod kv;
+mod marks;
 pub mod migrate;
 pub mod offline;
 pub(crate) mod store;
@@ -292,6 +293,10 @@ impl Log {
                 published.clone(),
                 Arc::downgrade(&size_tx),
             )?;
+        }
+        if store.kv().postgres().is_none() {
+            // Only this process's writer changes a sled log's state.
+            store.marks().arm(size);
         }
         let (failed_tx, failed_rx) = watch::channel(None);
         let (halt_tx, halt_rx) = watch::channel(None);

@@ -449,6 +449,12 @@ async fn a_passed_deadline_is_reindexed_without_a_write() {
             "before the deadline both are CLAIMED"
         );
     }
+    // Judged once before the deadline (the server keeps that judgement), then again after it
+    // below: the kept judgement must not outlive the deadline.
+    let before = common::status_of(&c.status(&w).await);
+    if now_unix() <= deadline {
+        assert_eq!(before, pb::Status::Claimed, "before the deadline");
+    }
     let started = Instant::now();
     loop {
         let inconclusive = ids_at(&mut c.claims, size, by_status(pb::Status::Inconclusive)).await;

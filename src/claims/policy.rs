@@ -602,24 +602,27 @@ fn status_from_counts(supporting: u32, contradicting: u32, visual_bar_met: bool)
     }
 }
 
+/// The time the outcome of `claim` can change at with time alone, if there is one: the
+/// resolve-by deadline of a warning or intent (rule 8). An outcome judged at one `now_unix`
+/// holds at another on the same side of it (both at or before, or both after); without a
+/// deadline it holds at any time.
+pub fn deadline(claim: &pb::Claim) -> Option<i64> {
+    let is_warning = pb::Modality::try_from(claim.modality) == Ok(pb::Modality::IntentOrWarning);
+    // An all-zero timestamp is what an unset deadline looks like after some JSON round trips,
+    // so it is treated as no deadline rather than as 1970. `now_unix` is whole seconds, so it
+    // is past `seconds + nanos` exactly when it is past `seconds`.
+    claim
+        .resolve_by
+        .as_ref()
+        .filter(|t| is_warning && (t.seconds != 0 || t.nanos != 0))
+        .map(|t| t.seconds)
+}
+
 /// Rule 8, last sentence: a warning or intent that nothing has settled by its deadline is
 /// INCONCLUSIVE rather than still pending.
 fn apply_deadline(input: &PolicyInput<'_>, status: pb::Status) -> pb::Status {
-    let is_warning =
-        pb::Modality::try_from(input.claim.modality) == Ok(pb::Modality::IntentOrWarning);
-    // An all-zero timestamp is what an unset deadline looks like after some JSON round trips,
-    // so it is treated as no deadline rather than as 1970.
-    let deadline = input
-        .claim
-        .resolve_by
-        .as_ref()
-        .filter(|t| t.seconds != 0 || t.nanos != 0);
-    match deadline {
-        // `now_unix` is whole seconds, so it is past `seconds + nanos` exactly when it is past
-        // `seconds`.
-        Some(t) if is_warning && status == pb::Status::Claimed && input.now_unix > t.seconds => {
-            pb::Status::Inconclusive
-        }
+    match deadline(input.claim) {
+        Some(t) if status == pb::Status::Claimed && input.now_unix > t => pb::Status::Inconclusive,
         _ => status,
     }
 }

@@ -106,6 +106,8 @@ fn put_item(ctx: &mut Ctx<'_>, claim_id: &str, index: u64, tag: u8, msg: &impl M
     v.push(tag);
     v.extend_from_slice(&msg.encode_to_vec());
     ctx.put(&keys::at(keys::ITEM, claim_id, index), v);
+    // The claim's record changed: readers keeping it read it again (`read::cache`).
+    ctx.touch(&join(&[keys::CLAIM, claim_id.as_bytes()]));
 }
 
 fn apply_change(ctx: &mut Ctx<'_>, meta: &EntryMeta, body: &[u8]) -> Result<(), LedgerError> {
@@ -158,12 +160,14 @@ fn put_grade(ctx: &mut Ctx<'_>, source: pb::Source, grade: pb::GradeRecord) {
         &keys::at(keys::GRADE, &source.id, grade.index),
         grade.encode_to_vec(),
     );
-    let id = source.id.clone();
+    let key = join(&[keys::SOURCE, source.id.as_bytes()]);
     let rec = pb::GetSourceResponse {
         source: Some(source),
         grades: vec![grade],
     };
-    ctx.put(&join(&[keys::SOURCE, id.as_bytes()]), rec.encode_to_vec());
+    ctx.put(&key, rec.encode_to_vec());
+    // The source changed: readers keeping it read it again (`read::cache`).
+    ctx.touch(&key);
 }
 
 fn register_source(
@@ -229,6 +233,7 @@ fn submit_claim(ctx: &mut Ctx<'_>, meta: &EntryMeta, mut c: pb::Claim) -> Result
     c.index = meta.index;
     c.logged_at = Some(meta.recorded_at);
     ctx.put(&key, c.encode_to_vec());
+    ctx.touch(&key);
     Ok(())
 }
 

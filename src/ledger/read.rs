@@ -2,20 +2,22 @@
 //! sources. Every read is a point lookup or the range of one record; none scans the log, and
 //! listing claims is the derived index's job (`crate::index`).
 
+mod cache;
 mod query;
 
 pub use query::{
     bad_token, decode_token, encode_token, page_size, DEFAULT_PAGE, MAX_PAGE, MAX_PAGE_BYTES,
 };
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 
 use super::error::{not_found, LedgerError};
 use super::keys::{self, join};
-use super::status::outcome;
-use crate::claims::policy::Outcome;
+use super::status::{outcome, sources_of};
+use crate::claims::policy::{self, Outcome};
 use crate::log::{Envelope, IndexView, Log};
 use crate::pb;
 
@@ -32,10 +34,46 @@ pub(crate) fn now_unix() -> i64 {
 
 /// The status of a claim, with everything GetClaimStatus returns.
 pub struct StatusAnswer {
-    pub outcome: Outcome,
+    pub outcome: Arc<Outcome>,
     pub as_of_size: u64,
-    /// The record cut to `as_of_size`.
-    pub record: pb::GetClaimResponse,
+    /// The record cut to `as_of_size` (shared with the answers the reader keeps).
+    pub record: Arc<pb::GetClaimResponse>,
+}
+
+/// A claim's record and the policy's judgement of it, as kept between reads (`cache`).
+struct Judged {
+    record: Arc<pb::GetClaimResponse>,
+    outcome: Arc<Outcome>,
+    /// The time it was judged at.
+    now: i64,
+    /// The keys of the sources it was judged with (their tags, `Ctx::touch`).
+    sources: Vec<Vec<u8>>,
+}
+
+impl Judged {
+    fn new(record: Arc<pb::GetClaimResponse>, outcome: Arc<Outcome>, now: i64) -> Judged {
+        let mut sources: Vec<Vec<u8>> = sources_of(&record)
+            .into_iter()
+            .filter(|id| !id.is_empty())
+            .map(|id| join(&[keys::SOURCE, id.as_bytes()]))
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        Judged {
+            record,
+            outcome,
+            now,
+            sources,
+        }
+    }
+
+    /// Whether the judgement at `self.now` is the judgement at `now` too.
+    fn holds_at(&self, now: i64) -> bool {
+        match self.record.claim.as_ref().and_then(policy::deadline) {
+            None => true,
+            Some(t) => (self.now > t) == (now > t),
+        }
+    }
 }
 
 /// One item on a claim (`keys::ITEM`).
@@ -58,16 +96,23 @@ fn decode_item(v: &[u8]) -> Result<Item, LedgerError> {
 
 /// Read access to the ledger. Every read is cut to a log size: the published (durable) size
 /// unless said otherwise, since the writer's state runs ahead of what is durable.
+///
+/// Decoded claim records and sources are kept between reads (`cache`), shared by clones.
 #[derive(Clone)]
 pub struct Reader {
     pub(super) log: Log,
     pub(super) idx: IndexView,
+    kept: Arc<cache::Answers>,
 }
 
 impl Reader {
     pub fn new(log: Log) -> Reader {
         let idx = log.indexes();
-        Reader { log, idx }
+        Reader {
+            log,
+            idx,
+            kept: Arc::new(cache::Answers::new()),
+        }
     }
 
     pub fn log(&self) -> &Log {
@@ -82,12 +127,29 @@ impl Reader {
     }
 
     /// The source as it stood at log size `size` (None if it was not registered then): its
-    /// latest grade before `size`, found with one lookup of the grade history.
+    /// latest grade before `size`, found with one lookup of the grade history, or the answer
+    /// kept from an earlier read if no entry has touched the source since.
     pub(crate) fn source_at(&self, id: &str, size: u64) -> Result<Option<pb::Source>, LedgerError> {
+        // Taken before the marks are looked at (`IndexView::unchanged_since`).
+        let published = self.log.size();
+        if size <= published {
+            if let Some(k) = self.kept.sources.get(id) {
+                let tag = join(&[keys::SOURCE, id.as_bytes()]);
+                if self.idx.unchanged_since(&tag, k.size.min(size)) {
+                    return Ok(Some(k.value));
+                }
+            }
+        }
         let Some(rec) = self.source_record(id)? else {
             return Ok(None);
         };
-        self.source_of(&rec, size)
+        let source = self.source_of(&rec, size)?;
+        if let Some(s) = &source {
+            if size == published {
+                self.kept.keep_source(id, size, s.clone());
+            }
+        }
+        Ok(source)
     }
 
     pub(super) fn source_of(
@@ -185,6 +247,45 @@ impl Reader {
         Ok(Some(rec))
     }
 
+    /// A claim's record as the log stood at `size` and the policy's judgement of it at time
+    /// `now`: kept from an earlier read when no entry has touched the claim or its sources
+    /// since and `now` is on the same side of the claim's deadline; else the record (kept, or
+    /// read) judged again.
+    fn judged(&self, id: &str, size: u64, now: i64) -> Result<Option<Arc<Judged>>, LedgerError> {
+        // Taken before the marks are looked at (`IndexView::unchanged_since`).
+        let published = self.log.size();
+        let mut record = None;
+        if size <= published {
+            if let Some(k) = self.kept.judged.get(id) {
+                let at = k.size.min(size);
+                if self
+                    .idx
+                    .unchanged_since(&join(&[keys::CLAIM, id.as_bytes()]), at)
+                {
+                    let j = k.value;
+                    if j.holds_at(now) && j.sources.iter().all(|t| self.idx.unchanged_since(t, at))
+                    {
+                        return Ok(Some(j));
+                    }
+                    record = Some(j.record.clone());
+                }
+            }
+        }
+        let record = match record {
+            Some(r) => r,
+            None => match self.record_at(id, size)? {
+                Some(r) => Arc::new(r),
+                None => return Ok(None),
+            },
+        };
+        let outcome = Arc::new(self.outcome_at(&record, size, now)?);
+        let j = Arc::new(Judged::new(record, outcome, now));
+        if size == published {
+            self.kept.keep_judged(id, size, j.clone());
+        }
+        Ok(Some(j))
+    }
+
     /// The item logged at `index` on a claim (what a write just added), as of the published
     /// size.
     fn item(&self, claim_id: &str, index: u64) -> Result<Item, LedgerError> {
@@ -249,13 +350,12 @@ impl Reader {
 
     /// A claim with its evidence, verdicts, retraction, entries and its status now.
     pub fn claim(&self, id: &str) -> Result<pb::GetClaimResponse, LedgerError> {
-        let size = self.log.size();
-        let mut rec = self
-            .record_at(id, size)?
+        let j = self
+            .judged(id, self.log.size(), now_unix())?
             .ok_or_else(|| not_found("claim", id))?;
-        let out = self.outcome_at(&rec, size, now_unix())?;
-        rec.status = out.status as i32;
-        rec.computed_status = out.computed_status as i32;
+        let mut rec = pb::GetClaimResponse::clone(&j.record);
+        rec.status = j.outcome.status as i32;
+        rec.computed_status = j.outcome.computed_status as i32;
         Ok(rec)
     }
 
@@ -268,39 +368,34 @@ impl Reader {
                 size,
             }));
         }
-        if as_of == 0 {
-            // Everything about one tree size, which the returned checkpoint and proofs are about.
-            let rec = self
-                .record_at(id, size)?
-                .ok_or_else(|| not_found("claim", id))?;
-            let outcome = self.outcome_at(&rec, size, now_unix())?;
-            return Ok(StatusAnswer {
-                outcome,
-                as_of_size: size,
-                record: rec,
-            });
-        }
-        let Some(rec) = self.record_at(id, as_of)? else {
-            if self.claim_at(id, size)?.is_some() {
+        // Everything about one tree size, which the returned checkpoint and proofs are about.
+        let (at, now) = if as_of == 0 {
+            (size, now_unix())
+        } else {
+            // "Now" for an earlier size is the time of the last entry then, so deadlines are
+            // judged as they would have been at that moment.
+            let then = self
+                .log
+                .entry(as_of - 1)?
+                .ok_or_else(|| LedgerError::Corrupt(format!("entry {} missing", as_of - 1)))?;
+            let env: Envelope = decode(&then, "entry")?;
+            (
+                as_of,
+                env.recorded_at.map(|t| t.seconds).unwrap_or_default(),
+            )
+        };
+        let Some(j) = self.judged(id, at, now)? else {
+            if as_of != 0 && self.claim_at(id, size)?.is_some() {
                 return Err(LedgerError::NotFound(format!(
                     "claim {id:?} was not in the log at size {as_of}"
                 )));
             }
             return Err(not_found("claim", id));
         };
-        // "Now" for an earlier size is the time of the last entry then, so deadlines are judged
-        // as they would have been at that moment.
-        let then = self
-            .log
-            .entry(as_of - 1)?
-            .ok_or_else(|| LedgerError::Corrupt(format!("entry {} missing", as_of - 1)))?;
-        let env: Envelope = decode(&then, "entry")?;
-        let now = env.recorded_at.map(|t| t.seconds).unwrap_or_default();
-        let outcome = self.outcome_at(&rec, as_of, now)?;
         Ok(StatusAnswer {
-            outcome,
-            as_of_size: as_of,
-            record: rec,
+            outcome: j.outcome.clone(),
+            as_of_size: at,
+            record: j.record.clone(),
         })
     }
 }

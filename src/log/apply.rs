@@ -64,6 +64,8 @@ pub struct Ctx<'a> {
     store: &'a Store,
     group: &'a Overlay,
     local: Overlay,
+    /// The slots ([`Marks`](super::marks::Marks)) of the tags this entry touched.
+    touched: Vec<usize>,
 }
 
 impl<'a> Ctx<'a> {
@@ -72,7 +74,21 @@ impl<'a> Ctx<'a> {
             store,
             group,
             local: Overlay::new(),
+            touched: Vec::new(),
         }
+    }
+
+    /// Says this entry changes what readers know by `tag` (a name the domain layer chooses,
+    /// such as a record's key), so that answers about it read at an earlier size are read
+    /// again ([`IndexView::unchanged_since`]). Every write that can change such an answer must
+    /// touch its tag.
+    pub fn touch(&mut self, tag: &[u8]) {
+        self.touched.push(super::marks::Marks::slot(tag));
+    }
+
+    /// The slots of the tags touched so far.
+    pub(crate) fn touched(&self) -> &[usize] {
+        &self.touched
     }
 
     pub fn into_writes(self) -> Overlay {
@@ -167,6 +183,16 @@ impl IndexView {
             .kv()
             .range(&full_key(start), &full_key(end))
             .map(|kv| kv.map(|(k, v)| (k[1..].to_vec(), v)))
+    }
+
+    /// Whether an answer about `tag` read at log size `at` is still the answer at a later
+    /// size: no entry at `at` or later has touched `tag` ([`Ctx::touch`]). The caller must
+    /// have taken a published size of at least `at` (`Log::size`) before asking. Always false
+    /// where this process cannot know (a log in PostgreSQL, which other processes write).
+    pub fn unchanged_since(&self, tag: &[u8], at: u64) -> bool {
+        self.store
+            .marks()
+            .unchanged_since(super::marks::Marks::slot(tag), at)
     }
 
     /// The last key (without the index prefix byte) in `[start, end)`, with its value.

@@ -35,6 +35,7 @@ use super::checkpoint::{Checkpointer, SignedCheckpoint};
 use super::entry::{packed_hash, unpack};
 use super::error::LogError;
 use super::kv::{Kv, SledKv, Val};
+use super::marks::Marks;
 use super::DEFAULT_ORIGIN;
 
 pub(crate) const ENTRY: u8 = b'e';
@@ -84,6 +85,8 @@ pub struct Store {
     dir: Arc<PathBuf>,
     kv: Kv,
     upper: Arc<RwLock<HashMap<u64, Hash>>>,
+    /// What the writer's entries touched, for readers that keep answers (`super::marks`).
+    marks: Arc<Marks>,
 }
 
 /// Why [`Kv::commit`] or [`Store::sync_classified`] failed.
@@ -120,7 +123,12 @@ impl Store {
             dir: Arc::new(dir.to_path_buf()),
             kv,
             upper: Arc::new(RwLock::new(HashMap::new())),
+            marks: Arc::new(Marks::new()),
         }
+    }
+
+    pub(crate) fn marks(&self) -> &Marks {
+        &self.marks
     }
 
     /// Where the log is kept, for messages: sled's data file, or the database.

@@ -642,6 +642,10 @@ impl Writer {
                 refused.push((req.reply, e));
                 continue;
             }
+            // Before the group is committed and its size published (`marks`).
+            for &slot in ctx.touched() {
+                self.store.marks().touch(slot, size);
+            }
             let writes = ctx.into_writes();
             let hashes = match tlog_tiles::stored_hashes_for_record_hash(size, leaf, &reader) {
                 Ok(h) => h,

@@ -1,0 +1,95 @@
+//! Answers kept between reads: claims judged as the log stood at a size (the record and the
+//! policy's outcome) and sources as they stood then, reused at another size while the log's
+//! change marks say no entry touched them in between
+//! ([`IndexView::unchanged_since`](crate::log::IndexView::unchanged_since)). A status read of a
+//! claim nothing has touched then decodes and judges nothing again.
+//!
+//! Every write that can change a kept answer touches its tag (`crate::ledger::apply`): the
+//! claim's key for its record (submit, evidence, verdict, retraction), the source's key for
+//! the source (registration, grade). A judgement is reused only while its claim and every
+//! source it was judged with are untouched, and at a time on the same side of the claim's
+//! deadline (`policy::deadline`). Where the log keeps no marks (PostgreSQL) nothing is ever
+//! reused, so nothing stale can be served.
+
+use std::sync::Arc;
+
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+
+use super::Judged;
+use crate::pb;
+
+/// Memory of judged claims kept, as estimated by [`JudgedWeight`].
+const JUDGED_BYTES: u64 = 8 << 20;
+/// Sources kept (a source is small, and a log has few).
+const SOURCES: usize = 16_384;
+
+/// An answer, the log size it was read at, and its weight.
+#[derive(Clone)]
+pub(super) struct Kept<T> {
+    pub(super) size: u64,
+    pub(super) value: T,
+    weight: u64,
+}
+
+/// A judged claim's memory, roughly: twice its record's encoded size (strings and vectors
+/// carry capacity and headers), its trace and source keys, and a fixed part.
+#[derive(Clone)]
+pub(super) struct JudgedWeight;
+
+impl Weighter<String, Kept<Arc<Judged>>> for JudgedWeight {
+    fn weight(&self, key: &String, val: &Kept<Arc<Judged>>) -> u64 {
+        key.len() as u64 + val.weight
+    }
+}
+
+/// The kept answers of one [`Reader`](super::Reader) and its clones.
+pub(super) struct Answers {
+    pub(super) judged: Cache<String, Kept<Arc<Judged>>, JudgedWeight>,
+    pub(super) sources: Cache<String, Kept<pb::Source>>,
+}
+
+impl Answers {
+    pub(super) fn new() -> Answers {
+        Answers {
+            judged: Cache::with_weighter(8192, JUDGED_BYTES, JudgedWeight),
+            sources: Cache::new(SOURCES),
+        }
+    }
+
+    pub(super) fn keep_judged(&self, id: &str, size: u64, judged: Arc<Judged>) {
+        use prost::Message;
+        let weight = 2 * judged.record.encoded_len() as u64
+            + 512
+            + 256 * judged.outcome.trace.len() as u64
+            + judged
+                .sources
+                .iter()
+                .map(|t| t.len() as u64 + 24)
+                .sum::<u64>();
+        // A claim too large to be worth keeping is read each time.
+        if weight <= JUDGED_BYTES / 64 {
+            self.judged.insert(
+                id.to_string(),
+                Kept {
+                    size,
+                    value: judged,
+                    weight,
+                },
+            );
+        }
+    }
+
+    /// Keeps a registered source (an unknown id is not kept: nothing asks for one twice but a
+    /// caller guessing ids, who would push out the sources in use).
+    pub(super) fn keep_source(&self, id: &str, size: u64, source: pb::Source) {
+        self.sources.insert(
+            id.to_string(),
+            Kept {
+                size,
+                value: source,
+                weight: 1,
+            },
+        );
+    }
+}
