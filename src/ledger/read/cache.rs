@@ -32,8 +32,11 @@ pub(super) struct Kept<T> {
     weight: u64,
 }
 
-/// A judged claim's memory, roughly: twice its record's encoded size (strings and vectors
-/// carry capacity and headers), its trace and source keys, and a fixed part.
+/// A judged claim's memory, roughly: four times its record's encoded size (each string and
+/// vector is an allocation of its own, with capacity and headers), its trace and source keys,
+/// and a fixed part. Measured with 20,000 claims of one piece of evidence each, all read at
+/// 64 streams: the process ended 8 MB larger than a build keeping nothing (15 MB with half
+/// these weights).
 #[derive(Clone)]
 pub(super) struct JudgedWeight;
 
@@ -59,13 +62,13 @@ impl Answers {
 
     pub(super) fn keep_judged(&self, id: &str, size: u64, judged: Arc<Judged>) {
         use prost::Message;
-        let weight = 2 * judged.record.encoded_len() as u64
-            + 512
-            + 256 * judged.outcome.trace.len() as u64
+        let weight = 4 * judged.record.encoded_len() as u64
+            + 1024
+            + 512 * judged.outcome.trace.len() as u64
             + judged
                 .sources
                 .iter()
-                .map(|t| t.len() as u64 + 24)
+                .map(|t| t.len() as u64 + 48)
                 .sum::<u64>();
         // A claim too large to be worth keeping is read each time.
         if weight <= JUDGED_BYTES / 64 {
