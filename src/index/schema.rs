@@ -150,8 +150,10 @@ impl Fields {
             d.add_i64(self.event_start, start.seconds);
             d.add_i64(self.event_end, end);
         }
-        if let Some(t) = &c.resolve_by {
-            d.add_i64(self.deadline, t.seconds);
+        // Only a deadline the status can change at (a warning's): the indexer re-judges the
+        // claims whose deadline passed.
+        if let Some(t) = crate::claims::policy::deadline(c) {
+            d.add_i64(self.deadline, t);
         }
         Some(d)
     }

@@ -97,7 +97,7 @@ fn decode_item(v: &[u8]) -> Result<Item, LedgerError> {
 /// Read access to the ledger. Every read is cut to a log size: the published (durable) size
 /// unless said otherwise, since the writer's state runs ahead of what is durable.
 ///
-/// Decoded claim records and sources are kept between reads (`cache`), shared by clones.
+/// Judged claims and sources are kept between reads (`cache`), shared by clones.
 #[derive(Clone)]
 pub struct Reader {
     pub(super) log: Log,

@@ -185,10 +185,11 @@ impl IndexView {
             .map(|kv| kv.map(|(k, v)| (k[1..].to_vec(), v)))
     }
 
-    /// Whether an answer about `tag` read at log size `at` is still the answer at a later
-    /// size: no entry at `at` or later has touched `tag` ([`Ctx::touch`]). The caller must
-    /// have taken a published size of at least `at` (`Log::size`) before asking. Always false
-    /// where this process cannot know (a log in PostgreSQL, which other processes write).
+    /// Whether an answer about `tag` read at log size `at` is the answer at every size from
+    /// `at` up to the published size: no entry at `at` or later has touched `tag`
+    /// ([`Ctx::touch`]). The caller must have taken a published size of at least `at`
+    /// (`Log::size`) before asking. Always false where this process cannot know (a log in
+    /// PostgreSQL, which other processes write).
     pub fn unchanged_since(&self, tag: &[u8], at: u64) -> bool {
         self.store
             .marks()
