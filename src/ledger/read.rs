@@ -102,7 +102,8 @@ fn decode_item(v: &[u8]) -> Result<Item, LedgerError> {
 pub struct Reader {
     pub(super) log: Log,
     pub(super) idx: IndexView,
-    kept: Arc<cache::Answers>,
+    /// None where the log keeps no change marks (PostgreSQL): nothing could be reused.
+    kept: Option<Arc<cache::Answers>>,
 }
 
 impl Reader {
@@ -110,8 +111,8 @@ impl Reader {
         let idx = log.indexes();
         Reader {
             log,
+            kept: idx.keeps_marks().then(|| Arc::new(cache::Answers::new())),
             idx,
-            kept: Arc::new(cache::Answers::new()),
         }
     }
 
@@ -133,7 +134,7 @@ impl Reader {
         // Taken before the marks are looked at (`IndexView::unchanged_since`).
         let published = self.log.size();
         if size <= published {
-            if let Some(k) = self.kept.sources.get(id) {
+            if let Some(k) = self.kept.as_ref().and_then(|c| c.sources.get(id)) {
                 let tag = join(&[keys::SOURCE, id.as_bytes()]);
                 if self.idx.unchanged_since(&tag, k.size.min(size)) {
                     return Ok(Some(k.value));
@@ -144,9 +145,9 @@ impl Reader {
             return Ok(None);
         };
         let source = self.source_of(&rec, size)?;
-        if let Some(s) = &source {
+        if let (Some(s), Some(c)) = (&source, &self.kept) {
             if size == published {
-                self.kept.keep_source(id, size, s.clone());
+                c.keep_source(id, size, s.clone());
             }
         }
         Ok(source)
@@ -256,7 +257,7 @@ impl Reader {
         let published = self.log.size();
         let mut record = None;
         if size <= published {
-            if let Some(k) = self.kept.judged.get(id) {
+            if let Some(k) = self.kept.as_ref().and_then(|c| c.judged.get(id)) {
                 let at = k.size.min(size);
                 if self
                     .idx
@@ -280,8 +281,8 @@ impl Reader {
         };
         let outcome = Arc::new(self.outcome_at(&record, size, now)?);
         let j = Arc::new(Judged::new(record, outcome, now));
-        if size == published {
-            self.kept.keep_judged(id, size, j.clone());
+        if let Some(c) = self.kept.as_ref().filter(|_| size == published) {
+            c.keep_judged(id, size, j.clone());
         }
         Ok(Some(j))
     }

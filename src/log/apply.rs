@@ -196,6 +196,12 @@ impl IndexView {
             .unchanged_since(super::marks::Marks::slot(tag), at)
     }
 
+    /// Whether this log keeps change marks at all (a sled log, opened with its writer): if
+    /// not, [`IndexView::unchanged_since`] is always false and keeping answers is pointless.
+    pub fn keeps_marks(&self) -> bool {
+        self.store.marks().armed()
+    }
+
     /// The last key (without the index prefix byte) in `[start, end)`, with its value.
     pub fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Val)>, LogError> {
         Ok(self

@@ -54,6 +54,10 @@ impl Marks {
         self.armed.store(true, Ordering::Release);
     }
 
+    pub(crate) fn armed(&self) -> bool {
+        self.armed.load(Ordering::Acquire)
+    }
+
     /// Records that the entry at `index` touched a tag in `slot` (by the writer, before the
     /// entry's group is committed).
     pub(crate) fn touch(&self, slot: usize, index: u64) {
@@ -64,7 +68,7 @@ impl Marks {
     /// below the published size go. The caller must have taken a published size of at least
     /// `at` before asking.
     pub(crate) fn unchanged_since(&self, slot: usize, at: u64) -> bool {
-        if !self.armed.load(Ordering::Acquire) {
+        if !self.armed() {
             return false;
         }
         let mark = self.slots[slot & (SLOTS - 1)].load(Ordering::Acquire);
