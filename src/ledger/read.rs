@@ -134,7 +134,14 @@ impl Reader {
         // Taken before the marks are looked at (`IndexView::unchanged_since`).
         let published = self.log.size();
         if size <= published {
-            if let Some(k) = self.kept.as_ref().and_then(|c| c.sources.get(id)) {
+            // A kept answer read at a size this reader has not seen published yet is not
+            // used: only the published size orders the marks this reader sees.
+            if let Some(k) = self
+                .kept
+                .as_ref()
+                .and_then(|c| c.sources.get(id))
+                .filter(|k| k.size <= published)
+            {
                 let tag = join(&[keys::SOURCE, id.as_bytes()]);
                 if self.idx.unchanged_since(&tag, k.size.min(size)) {
                     return Ok(Some(k.value));
@@ -257,7 +264,13 @@ impl Reader {
         let published = self.log.size();
         let mut record = None;
         if size <= published {
-            if let Some(k) = self.kept.as_ref().and_then(|c| c.judged.get(id)) {
+            // Not one read at a size this reader has not seen published (see `source_at`).
+            if let Some(k) = self
+                .kept
+                .as_ref()
+                .and_then(|c| c.judged.get(id))
+                .filter(|k| k.size <= published)
+            {
                 let at = k.size.min(size);
                 if self
                     .idx

@@ -188,8 +188,10 @@ impl IndexView {
     /// Whether an answer about `tag` read at log size `at` is the answer at every size from
     /// `at` up to the published size: no entry at `at` or later has touched `tag`
     /// ([`Ctx::touch`]). The caller must have taken a published size of at least `at`
-    /// (`Log::size`) before asking. Always false where this process cannot know (a log in
-    /// PostgreSQL, which other processes write).
+    /// (`Log::size`) before asking, and must not use an answer read at a size above the one it
+    /// took (another reader's, kept): only its own published size orders the marks it sees.
+    /// Always false where this process cannot know (a log in PostgreSQL, which other
+    /// processes write).
     pub fn unchanged_since(&self, tag: &[u8], at: u64) -> bool {
         self.store
             .marks()

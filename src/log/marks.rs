@@ -4,7 +4,8 @@
 //! The domain layer names what an entry changes with [`Ctx::touch`](super::Ctx::touch) (a tag:
 //! a record's key, say). Before the entry's group is committed, the writer raises the mark of
 //! the tag's slot to the entry's index + 1. A reader that read an answer about a tag at size
-//! `p` may reuse it at any published size `s` while the slot's mark is at most `min(p, s)`: no
+//! `p` (not above the published size it took itself) may reuse it at any published size `s`
+//! while the slot's mark is at most `min(p, s)`: no
 //! entry at or after that size has touched anything in the slot. Tags share the 65,536 slots,
 //! so a touch of one tag can only make another's answer be read again, never keep a stale one.
 //!
@@ -18,25 +19,28 @@
 //! not known slot by slot.
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 const SLOTS: usize = 1 << 16;
 
 pub(crate) struct Marks {
+    /// Set by [`Marks::arm`] (offline and PostgreSQL stores never allocate them).
+    armed: OnceLock<Armed>,
+}
+
+struct Armed {
     /// Per slot: 1 + the index of the last entry that touched a tag in it (0: none since the
     /// writer started).
     slots: Box<[AtomicU64]>,
     /// The log's size when the writer started: every slot is at least this.
-    floor: AtomicU64,
-    armed: AtomicBool,
+    floor: u64,
 }
 
 impl Marks {
     pub(crate) fn new() -> Marks {
         Marks {
-            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            floor: AtomicU64::new(u64::MAX),
-            armed: AtomicBool::new(false),
+            armed: OnceLock::new(),
         }
     }
 
@@ -48,31 +52,36 @@ impl Marks {
         (h.finish() as usize) & (SLOTS - 1)
     }
 
-    /// Starts keeping marks, for a writer starting at log size `size`.
+    /// Starts keeping marks, for a writer starting at log size `size` (once: a later call
+    /// changes nothing).
     pub(crate) fn arm(&self, size: u64) {
-        self.floor.store(size, Ordering::Release);
-        self.armed.store(true, Ordering::Release);
+        let _ = self.armed.set(Armed {
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            floor: size,
+        });
     }
 
     pub(crate) fn armed(&self) -> bool {
-        self.armed.load(Ordering::Acquire)
+        self.armed.get().is_some()
     }
 
     /// Records that the entry at `index` touched a tag in `slot` (by the writer, before the
     /// entry's group is committed).
     pub(crate) fn touch(&self, slot: usize, index: u64) {
-        self.slots[slot & (SLOTS - 1)].fetch_max(index + 1, Ordering::AcqRel);
+        if let Some(a) = self.armed.get() {
+            a.slots[slot & (SLOTS - 1)].fetch_max(index + 1, Ordering::AcqRel);
+        }
     }
 
     /// Whether no entry at index `at` or later has touched a tag in `slot`, as far as entries
     /// below the published size go. The caller must have taken a published size of at least
-    /// `at` before asking.
+    /// `at` before asking, and must not use an answer read at a size above that one.
     pub(crate) fn unchanged_since(&self, slot: usize, at: u64) -> bool {
-        if !self.armed() {
+        let Some(a) = self.armed.get() else {
             return false;
-        }
-        let mark = self.slots[slot & (SLOTS - 1)].load(Ordering::Acquire);
-        mark.max(self.floor.load(Ordering::Acquire)) <= at
+        };
+        let mark = a.slots[slot & (SLOTS - 1)].load(Ordering::Acquire);
+        mark.max(a.floor) <= at
     }
 }
 

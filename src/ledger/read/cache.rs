@@ -13,14 +13,20 @@
 
 use std::sync::Arc;
 
-use quick_cache::sync::Cache;
-use quick_cache::Weighter;
+use quick_cache::sync::{Cache, DefaultLifecycle};
+use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
 
 use super::Judged;
 use crate::pb;
 
 /// Memory of judged claims kept, as estimated by [`JudgedWeight`].
 const JUDGED_BYTES: u64 = 8 << 20;
+/// Shards of the judged claims' cache, each with its part of [`JUDGED_BYTES`]. quick_cache's
+/// default (4 per core) would cut it into parts too small for the largest claim kept
+/// ([`MAX_JUDGED`]) on a host with many cores.
+const SHARDS: usize = 8;
+/// The most a judged claim may weigh to be kept: an eighth of a shard.
+const MAX_JUDGED: u64 = JUDGED_BYTES / SHARDS as u64 / 8;
 /// Sources kept (a source is small, and a log has few).
 const SOURCES: usize = 16_384;
 
@@ -54,8 +60,23 @@ pub(super) struct Answers {
 
 impl Answers {
     pub(super) fn new() -> Answers {
+        let judged = match OptionsBuilder::new()
+            .estimated_items_capacity(8192)
+            .weight_capacity(JUDGED_BYTES)
+            .shards(SHARDS)
+            .build()
+        {
+            Ok(options) => Cache::with_options(
+                options,
+                JudgedWeight,
+                DefaultHashBuilder::default(),
+                DefaultLifecycle::default(),
+            ),
+            // Constant options that quick_cache accepts; its defaults are only a fallback.
+            Err(_) => Cache::with_weighter(8192, JUDGED_BYTES, JudgedWeight),
+        };
         Answers {
-            judged: Cache::with_weighter(8192, JUDGED_BYTES, JudgedWeight),
+            judged,
             sources: Cache::new(SOURCES),
         }
     }
@@ -70,8 +91,11 @@ impl Answers {
                 .iter()
                 .map(|t| t.len() as u64 + 48)
                 .sum::<u64>();
-        // A claim too large to be worth keeping is read each time.
-        if weight <= JUDGED_BYTES / 64 {
+        // A claim too large to be worth keeping is read each time, and what was kept of it
+        // while it was smaller would only be looked at and refused: dropped.
+        if weight > MAX_JUDGED {
+            self.judged.remove(id);
+        } else {
             self.judged.insert(
                 id.to_string(),
                 Kept {
