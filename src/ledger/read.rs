@@ -133,20 +133,10 @@ impl Reader {
     pub(crate) fn source_at(&self, id: &str, size: u64) -> Result<Option<pb::Source>, LedgerError> {
         // Taken before the marks are looked at (`IndexView::unchanged_since`).
         let published = self.log.size();
-        if size <= published {
-            // A kept answer read at a size this reader has not seen published yet is not
-            // used: only the published size orders the marks this reader sees.
-            if let Some(k) = self
-                .kept
-                .as_ref()
-                .and_then(|c| c.sources.get(id))
-                .filter(|k| k.size <= published)
-            {
-                let tag = join(&[keys::SOURCE, id.as_bytes()]);
-                if self.idx.unchanged_since(&tag, k.size.min(size)) {
-                    return Ok(Some(k.value));
-                }
-            }
+        let kept = self.kept.as_ref().and_then(|c| c.sources.get(id));
+        let tag = join(&[keys::SOURCE, id.as_bytes()]);
+        if let Some((source, _)) = self.usable(kept, &tag, size, published) {
+            return Ok(Some(source));
         }
         let Some(rec) = self.source_record(id)? else {
             return Ok(None);
@@ -255,6 +245,22 @@ impl Reader {
         Ok(Some(rec))
     }
 
+    /// The value of `kept` if it is the answer about `tag` at `size` too, with the size from
+    /// which nothing may have touched what it depends on (`min` of the two sizes). Never one
+    /// asked at, or read at, a size above `published`, this reader's own published size taken
+    /// before: only that orders the marks it sees (`IndexView::unchanged_since`).
+    fn usable<T>(
+        &self,
+        kept: Option<cache::Kept<T>>,
+        tag: &[u8],
+        size: u64,
+        published: u64,
+    ) -> Option<(T, u64)> {
+        let k = kept.filter(|k| size <= published && k.size <= published)?;
+        let at = k.size.min(size);
+        self.idx.unchanged_since(tag, at).then_some((k.value, at))
+    }
+
     /// A claim's record as the log stood at `size` and the policy's judgement of it at time
     /// `now`: kept from an earlier read when no entry has touched the claim or its sources
     /// since and `now` is on the same side of the claim's deadline; else the record (kept, or
@@ -262,28 +268,14 @@ impl Reader {
     fn judged(&self, id: &str, size: u64, now: i64) -> Result<Option<Arc<Judged>>, LedgerError> {
         // Taken before the marks are looked at (`IndexView::unchanged_since`).
         let published = self.log.size();
+        let kept = self.kept.as_ref().and_then(|c| c.judged.get(id));
+        let tag = join(&[keys::CLAIM, id.as_bytes()]);
         let mut record = None;
-        if size <= published {
-            // Not one read at a size this reader has not seen published (see `source_at`).
-            if let Some(k) = self
-                .kept
-                .as_ref()
-                .and_then(|c| c.judged.get(id))
-                .filter(|k| k.size <= published)
-            {
-                let at = k.size.min(size);
-                if self
-                    .idx
-                    .unchanged_since(&join(&[keys::CLAIM, id.as_bytes()]), at)
-                {
-                    let j = k.value;
-                    if j.holds_at(now) && j.sources.iter().all(|t| self.idx.unchanged_since(t, at))
-                    {
-                        return Ok(Some(j));
-                    }
-                    record = Some(j.record.clone());
-                }
+        if let Some((j, at)) = self.usable(kept, &tag, size, published) {
+            if j.holds_at(now) && j.sources.iter().all(|t| self.idx.unchanged_since(t, at)) {
+                return Ok(Some(j));
             }
+            record = Some(j.record.clone());
         }
         let record = match record {
             Some(r) => r,
