@@ -306,6 +306,32 @@ async fn inclusion_and_consistency_proofs_verify() {
     )
     .expect("inclusion by leaf hash");
 
+    // Once the query index holds the entries, a hash is found through it, by its first 8 bytes;
+    // a hash sharing them with entry 4 but not the rest is no entry.
+    c.claims
+        .list_claims(pb::ListClaimsRequest {
+            min_size: new.size,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut near = receipts[4].leaf_hash.clone();
+    near[31] ^= 1;
+    for (leaf, found) in [(receipts[4].leaf_hash.clone(), true), (near, false)] {
+        let r = c
+            .log
+            .get_inclusion_proof(pb::GetInclusionProofRequest {
+                leaf: Some(pb::get_inclusion_proof_request::Leaf::LeafHash(leaf)),
+                tree_size: 0,
+            })
+            .await;
+        match r {
+            Ok(p) if found => assert_eq!(p.into_inner().index, 4),
+            Err(e) if !found => assert_eq!(e.code(), Code::NotFound, "{e:?}"),
+            other => panic!("found {found}: {other:?}"),
+        }
+    }
+
     let ask = |leaf, tree_size| pb::GetInclusionProofRequest {
         leaf: Some(leaf),
         tree_size,

@@ -13,7 +13,7 @@ use crate::pb;
 
 /// The version of this schema and of what the indexer puts in it. An index written with another
 /// version is rebuilt from the log when it is opened.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// The index's settings: every segment keeps its documents sorted by claim log index, so a
 /// list page (log order, after a page token) reads each segment from the token's position and
@@ -43,7 +43,7 @@ pub struct Fields {
     pub index: Field,
     /// 1 on every claim document: what a list without filters matches.
     pub claim: Field,
-    /// On an entry's document: its leaf hash, hex.
+    /// On an entry's document: the first 8 bytes of its leaf hash ([`leaf_key`]).
     pub leaf: Field,
     pub kind: Field,
     /// The effective status, as judged when the document was written.
@@ -71,7 +71,7 @@ impl Fields {
         let id = b.add_text_field("id", STRING | STORED);
         let index = b.add_u64_field("index", num().set_stored());
         let claim = b.add_u64_field("claim", NumericOptions::default().set_indexed());
-        let leaf = b.add_text_field("leaf", STRING);
+        let leaf = b.add_u64_field("leaf", NumericOptions::default().set_indexed());
         let kind = b.add_u64_field("kind", num());
         let status = b.add_u64_field("status", num().set_stored());
         let confirmed = b.add_u64_field("confirmed", NumericOptions::default().set_stored());
@@ -159,9 +159,14 @@ impl Fields {
     }
 }
 
-/// A leaf hash as the `leaf` field holds it.
-pub fn leaf_term(leaf: &tlog_tiles::Hash) -> String {
-    leaf.0.iter().map(|b| format!("{b:02x}")).collect()
+/// A leaf hash as the `leaf` field holds it: its first 8 bytes, big-endian. As a 64-character
+/// hex string every entry added a long random term to the term dictionary, and building those
+/// dictionaries was about a third of the indexer's CPU under writes (BENCHMARKS.md). Eight
+/// bytes can collide, so every entry found by them is checked against the log's own leaf hash.
+pub fn leaf_key(leaf: &tlog_tiles::Hash) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&leaf.0[..8]);
+    u64::from_be_bytes(b)
 }
 
 impl Fields {
@@ -169,7 +174,7 @@ impl Fields {
     pub fn entry_document(&self, index: u64, leaf: &tlog_tiles::Hash) -> TantivyDocument {
         let mut d = TantivyDocument::default();
         d.add_u64(self.index, index);
-        d.add_text(self.leaf, leaf_term(leaf));
+        d.add_u64(self.leaf, leaf_key(leaf));
         d
     }
 }

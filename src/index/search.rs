@@ -25,6 +25,9 @@ fn invalid(field: &str, message: impl Into<String>) -> IndexError {
     })
 }
 
+/// The most entries sharing the first 8 bytes of a leaf hash that a lookup by leaf hash checks.
+const LEAF_CANDIDATES: usize = 1024;
+
 impl QueryIndex {
     /// The index of the published entry whose leaf hash is `leaf`, if any: from the entry
     /// documents up to the index's watermark, and past it by reading the few entries the
@@ -35,15 +38,19 @@ impl QueryIndex {
         let size = log.size();
         let snapshot = self.snapshot();
         let f = &self.inner.fields;
-        let term = Term::from_field_text(f.leaf, &super::schema::leaf_term(leaf));
+        let term = Term::from_field_u64(f.leaf, super::schema::leaf_key(leaf));
+        // The key is 8 bytes of the hash: every entry sharing them is a candidate, and only
+        // the one whose whole leaf hash matches is the answer. Another entry with the same 8
+        // bytes as a given one takes ~2^64 hashes to make (a pair made together ~2^32), so
+        // more than [`LEAF_CANDIDATES`] of them never share a key.
         let hits = snapshot.searcher.search(
             &TermQuery::new(term, IndexRecordOption::Basic),
             &LogOrder {
                 after: None,
-                limit: 1,
+                limit: LEAF_CANDIDATES,
             },
         )?;
-        if let Some(&(index, _)) = hits.first() {
+        for &(index, _) in &hits {
             if index < size && log.leaf_hash_at(index)? == *leaf {
                 return Ok(Some(index));
             }
