@@ -240,6 +240,16 @@ async fn receipts_and_claim_status_proofs_verify_offline() {
         hash(&p.leaf_hash),
     )
     .expect("the claim's entry is in the tree of that size");
+    // Before it was logged the claim is not there, and an unknown id is unknown at any size.
+    let ask = |claim_id: &str, as_of_size| pb::GetClaimStatusRequest {
+        claim_id: claim_id.into(),
+        as_of_size,
+        with_proof: false,
+    };
+    let r = c.claims.get_claim_status(ask(swap, as_of - 1)).await;
+    expect_err(r, Code::NotFound, "was not in the log at size");
+    let r = c.claims.get_claim_status(ask("c-0000000000000000", 1)).await;
+    expect_err(r, Code::NotFound, "c-0000000000000000");
     // And now it is confirmed.
     assert!(c.status(swap).await.confirmed);
     drop(c);

@@ -374,6 +374,15 @@ impl Reader {
                 size,
             }));
         }
+        if as_of != 0 && self.claim_at(id, as_of)?.is_none() {
+            // Before any entry is read: an unknown id is NOT_FOUND whatever the log holds.
+            if self.claim_at(id, size)?.is_some() {
+                return Err(LedgerError::NotFound(format!(
+                    "claim {id:?} was not in the log at size {as_of}"
+                )));
+            }
+            return Err(not_found("claim", id));
+        }
         // Everything about one tree size, which the returned checkpoint and proofs are about.
         let (at, now) = if as_of == 0 {
             (size, now_unix())
@@ -391,11 +400,6 @@ impl Reader {
             )
         };
         let Some(j) = self.judged(id, at, now)? else {
-            if as_of != 0 && self.claim_at(id, size)?.is_some() {
-                return Err(LedgerError::NotFound(format!(
-                    "claim {id:?} was not in the log at size {as_of}"
-                )));
-            }
             return Err(not_found("claim", id));
         };
         Ok(StatusAnswer {
