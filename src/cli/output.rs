@@ -412,10 +412,7 @@ fn unix_time(t: u64) -> String {
         seconds: i64::try_from(t).unwrap_or(i64::MAX),
         nanos: 0,
     };
-    match serde_json::to_value(ts) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => format!("{t} (Unix seconds)"),
-    }
+    crate::http::export::rfc3339(Some(&ts)).unwrap_or_else(|| format!("{t} (Unix seconds)"))
 }
 
 /// Whether a receipt's checkpoint is cosigned (only for a log with witnesses).

@@ -277,10 +277,7 @@ fn hex(b: &[u8]) -> String {
 /// A timestamp to the second for people, `2025-05-19 04:00:00 UTC`, or "" when there is none.
 fn time(ts: Option<&pbjson_types::Timestamp>) -> String {
     // pbjson writes RFC 3339 in UTC: `2025-05-19T04:00:00.123+00:00` or `…Z`.
-    let rfc3339 = ts
-        .and_then(|t| serde_json::to_value(t).ok())
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let rfc3339 = super::export::rfc3339(ts).unwrap_or_default();
     match (rfc3339.get(..10), rfc3339.get(11..19)) {
         (Some(day), Some(clock)) => format!("{day} {clock} UTC"),
         _ => rfc3339,
