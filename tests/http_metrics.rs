@@ -389,6 +389,14 @@ async fn metrics_count_the_calls_made() {
         "the +Inf bucket counts every observation"
     );
 
+    // The process (this test's own, which runs the server): CPU time that only grows, and the
+    // memory and descriptors it holds.
+    let cpu = |s: &[Sample]| value(s, "process_cpu_seconds_total", &[]);
+    assert!(cpu(&before) > 0.0, "process_cpu_seconds_total");
+    assert!(cpu(&after) >= cpu(&before));
+    assert!(value(&after, "process_resident_memory_bytes", &[]) > 1_048_576.0);
+    assert!(value(&after, "process_open_fds", &[]) >= 3.0);
+
     server.stop().await;
 }
 }

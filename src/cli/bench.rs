@@ -111,6 +111,31 @@ pub struct Figure {
     pub vs_health: Option<f64>,
     /// For writes: how far the query index stayed behind the log while they ran.
     pub index_lag: Option<IndexLag>,
+    /// The server's CPU time (all its threads) over the measurement, per call answered in it,
+    /// from its `/metrics`; for writes until the index had read them. `None` when the server
+    /// does not say (not on Linux, or `/metrics` out of reach).
+    pub server_cpu: Option<Duration>,
+}
+
+/// The server's `process_cpu_seconds_total`, read from `/metrics` on the gRPC port.
+async fn server_cpu_seconds(channel: &tonic::transport::Channel) -> Option<f64> {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let req = http::Request::get("/metrics")
+        .body(tonic::body::Body::empty())
+        .ok()?;
+    let resp = channel.clone().oneshot(req).await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    std::str::from_utf8(&body)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The query index's lag behind the log during a write measurement, sampled every
@@ -455,6 +480,7 @@ async fn measure(
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let started = Instant::now();
     let deadline = started + duration;
+    let cpu_before = server_cpu_seconds(&pool[0].channel).await;
     let lag = matches!(call, Call::Submit | Call::Evidence)
         .then(|| tokio::spawn(sample_lag(pool[0].clone(), deadline)));
     let mut tasks = Vec::with_capacity(concurrency);
@@ -531,6 +557,14 @@ async fn measure(
         },
         None => None,
     };
+    // After the index caught up with the writes: indexing them is part of what they cost.
+    let cpu_after = server_cpu_seconds(&pool[0].channel).await;
+    let server_cpu = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) if b >= a && !lat.is_empty() => {
+            Some(Duration::from_secs_f64((b - a) / lat.len() as f64))
+        }
+        _ => None,
+    };
     let first_error = first_error.lock().ok().and_then(|mut e| e.take());
     Figure {
         call,
@@ -543,5 +577,6 @@ async fn measure(
         p99: pct(0.99),
         vs_health: None,
         index_lag,
+        server_cpu,
     }
 }

@@ -95,6 +95,8 @@ pub struct Clients {
     pub log: LogServiceClient<Svc>,
     /// `grpc.health.v1.Health`: the no-op call `bench` measures everything against.
     pub health: tonic_health::pb::health_client::HealthClient<Svc>,
+    /// The channel itself, for HTTP requests to the same port (`bench` reads `/metrics`).
+    pub channel: Channel,
 }
 
 /// Connects to `--server` and wraps the channel in the token interceptor.
@@ -116,7 +118,8 @@ pub async fn connect(o: &ClientOpts) -> anyhow::Result<Clients> {
         sources: SourceServiceClient::with_interceptor(ch.clone(), i.clone()),
         claims: ClaimServiceClient::with_interceptor(ch.clone(), i.clone()),
         log: LogServiceClient::with_interceptor(ch.clone(), i.clone()),
-        health: tonic_health::pb::health_client::HealthClient::with_interceptor(ch, i),
+        health: tonic_health::pb::health_client::HealthClient::with_interceptor(ch.clone(), i),
+        channel: ch,
     })
 }
 

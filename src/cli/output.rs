@@ -608,6 +608,7 @@ pub fn bench_figure(f: &super::bench::Figure, json: bool) {
             "index_lag_p50_us": f.index_lag.as_ref().map(|l| l.p50.as_micros() as u64),
             "index_lag_max_us": f.index_lag.as_ref().map(|l| l.max.as_micros() as u64),
             "index_catch_up_us": f.index_lag.as_ref().map(|l| l.catch_up.as_micros() as u64),
+            "server_cpu_us_per_call": f.server_cpu.map(|d| d.as_secs_f64() * 1e6),
         });
         println!("{line}");
         return;
@@ -630,8 +631,12 @@ pub fn bench_figure(f: &super::bench::Figure, json: bool) {
         ),
         None => String::new(),
     };
+    let cpu = f
+        .server_cpu
+        .map(|d| format!("{:>7.1} µs", d.as_secs_f64() * 1e6))
+        .unwrap_or_else(|| "      – µs".into());
     println!(
-        "{:>3} streams  {:<24} {:>9.0}/s  p50 {:>8.2} ms  p99 {:>8.2} ms  vs health {vs}{lag}{errors}",
+        "{:>3} streams  {:<24} {:>9.0}/s  p50 {:>8.2} ms  p99 {:>8.2} ms  vs health {vs}  server CPU/call {cpu}{lag}{errors}",
         f.concurrency,
         f.call.method(),
         f.per_sec,
