@@ -130,7 +130,8 @@ impl Default for Options {
 pub struct WriterMetrics {
     /// Entries per group the writer commits.
     pub group_size: Histogram,
-    /// Seconds sled's flush (its fdatasync) of a group took.
+    /// Seconds a group's durable commit took (`Kv::commit`: on sled the entry files' write and
+    /// fdatasyncs, then sled's batch, flush and fdatasync; on PostgreSQL the transaction).
     pub sync_seconds: Histogram,
 }
 

@@ -257,6 +257,58 @@ async fn receipts_and_claim_status_proofs_verify_offline() {
 }
 }
 
+/// With `as_of`, a claim is looked up before the entry that dates the answer is read: a damaged
+/// entry does not turn a question about an unknown claim into DATA_LOSS.
+#[tokio::test]
+async fn an_unknown_claim_as_of_a_damaged_entry_is_not_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Without the full re-hash on open, which would refuse the damaged log.
+    let opts = || claimledger::log::Options {
+        rehash_on_open: false,
+        ..claimledger::log::Options::default()
+    };
+    let srv = TestServer::start_with_options(dir.path(), opts()).await;
+    let mut c = srv.clients().await;
+    some_sources(&mut c, "d", 4).await;
+    drop(c);
+    srv.stop().await;
+    // The last byte of entry 1 (inside its envelope; the stored hashes before it stay whole).
+    let ends = std::fs::read(dir.path().join("entries/ends")).expect("ends");
+    let end = u64::from_be_bytes(ends[8..16].try_into().expect("8 bytes"));
+    let data = dir.path().join("entries/data");
+    let mut bytes = std::fs::read(&data).expect("data");
+    bytes[end as usize - 1] ^= 0x10;
+    std::fs::write(&data, bytes).expect("write data");
+
+    let srv = TestServer::start_with_options(dir.path(), opts()).await;
+    let mut c = srv.clients().await;
+    let ask = |claim_id: &str, as_of_size| pb::GetClaimStatusRequest {
+        claim_id: claim_id.into(),
+        as_of_size,
+        with_proof: false,
+    };
+    // As of size 2 the answer would be dated by entry 1.
+    let r = c
+        .claims
+        .get_claim_status(ask("c-0000000000000000", 2))
+        .await;
+    expect_err(r, Code::NotFound, "c-0000000000000000");
+    // The damage is real: reading entry 1 is refused.
+    let mut entries = c
+        .log
+        .get_entries(pb::GetEntriesRequest { start: 1, end: 2 })
+        .await
+        .expect("GetEntries")
+        .into_inner();
+    let first = entries.next().await.expect("an answer");
+    assert_eq!(
+        first.expect_err("entry 1 is damaged").code(),
+        Code::DataLoss
+    );
+    drop(c);
+    srv.stop().await;
+}
+
 both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inclusion_and_consistency_proofs_verify() {

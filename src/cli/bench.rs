@@ -113,22 +113,30 @@ pub struct Figure {
     pub index_lag: Option<IndexLag>,
     /// The server's CPU time (all its threads) over the measurement, per call answered in it,
     /// from its `/metrics`; for writes until the index had read them. `None` when the server
-    /// does not say (not on Linux, or `/metrics` out of reach).
+    /// does not say (not on Linux, or `/metrics` out of reach). Approximate: it also holds the
+    /// calls answered late or failed, the index-lag sampling, whatever else the server did
+    /// meanwhile (a tantivy merge left by an earlier write phase), and a write's share of each
+    /// group's fixed cost, which grows as groups get smaller (fewer streams).
     pub server_cpu: Option<Duration>,
 }
 
-/// The server's `process_cpu_seconds_total`, read from `/metrics` on the gRPC port.
+/// The server's `process_cpu_seconds_total`, read from `/metrics` on the gRPC port (`None`
+/// if it does not answer within [`STALL`]: a stalled server must not stall the benchmark).
 async fn server_cpu_seconds(channel: &tonic::transport::Channel) -> Option<f64> {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let req = http::Request::get("/metrics")
         .body(tonic::body::Body::empty())
         .ok()?;
-    let resp = channel.clone().oneshot(req).await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    let body = tokio::time::timeout(STALL, async {
+        let resp = channel.clone().oneshot(req).await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        Some(resp.into_body().collect().await.ok()?.to_bytes())
+    })
+    .await
+    .ok()??;
     std::str::from_utf8(&body)
         .ok()?
         .lines()
@@ -478,9 +486,10 @@ async fn measure(
     let conns = concurrency.div_ceil(per_conn).clamp(1, pool.len());
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    // Read before the clock starts: the scrape's round trip is not the calls' time.
+    let cpu_before = server_cpu_seconds(&pool[0].channel).await;
     let started = Instant::now();
     let deadline = started + duration;
-    let cpu_before = server_cpu_seconds(&pool[0].channel).await;
     let lag = matches!(call, Call::Submit | Call::Evidence)
         .then(|| tokio::spawn(sample_lag(pool[0].clone(), deadline)));
     let mut tasks = Vec::with_capacity(concurrency);

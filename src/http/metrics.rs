@@ -127,20 +127,13 @@ pub struct Metrics {
     open_fds: Gauge,
 }
 
-/// What `/proc/self` says about this process.
-struct ProcessStats {
-    /// User and system CPU time of all its threads, ended ones included.
-    cpu_seconds: f64,
-    resident_bytes: u64,
-    open_fds: u64,
-}
-
-/// `/proc/[pid]/stat` counts CPU time in `USER_HZ` ticks, 100 a second on every Linux
-/// architecture (the kernel's ABI, whatever its internal tick).
+/// `/proc/[pid]/stat` counts CPU time in `USER_HZ` ticks: 100 a second on x86, ARM, RISC-V,
+/// POWER and s390 (the kernel's ABI, whatever its internal tick; Alpha used 1024).
 const USER_HZ: f64 = 100.0;
 
-/// Reads [`ProcessStats`] from `/proc/self` (Linux); `None` where it cannot.
-fn process_stats() -> Option<ProcessStats> {
+/// User and system CPU time of all this process's threads, ended ones included, from
+/// `/proc/self/stat` (Linux); `None` where it cannot be read.
+fn process_cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so fields are counted
     // from the last ')'. utime and stime are fields 14 and 15, the 12th and 13th after it.
@@ -148,20 +141,26 @@ fn process_stats() -> Option<ProcessStats> {
     let mut fields = after.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
+/// Resident memory, from `/proc/self/status`.
+fn process_resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let rss_kib: u64 = status
+    let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))?
         .split_whitespace()
         .next()?
         .parse()
         .ok()?;
-    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
-    Some(ProcessStats {
-        cpu_seconds: (utime + stime) as f64 / USER_HZ,
-        resident_bytes: rss_kib * 1024,
-        open_fds,
-    })
+    Some(kib * 1024)
+}
+
+/// Open file descriptors, from `/proc/self/fd`, whose listing itself takes one: with every
+/// descriptor in use it fails, and then the process is at its limit.
+fn process_open_fds() -> Result<u64, std::io::Error> {
+    Ok(std::fs::read_dir("/proc/self/fd")?.count() as u64)
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -272,7 +271,7 @@ impl Metrics {
             m.registry.register(name, help, gauge);
         }
         // Only where `/proc/self` can be read: elsewhere they would stay at 0 and say so wrongly.
-        if process_stats().is_some() {
+        if process_cpu_seconds().is_some() {
             m.register_process();
         }
         m.registry.register(
@@ -326,14 +325,28 @@ impl Metrics {
             .set(i64::from(ctx.log.halted().borrow().is_some()));
         self.writer_failing
             .set(i64::from(ctx.log.writer_health().borrow().is_some()));
-        if let Some(p) = process_stats() {
+        // Each read on its own: one failing leaves the others current.
+        if let Some(cpu) = process_cpu_seconds() {
             // Set, never lowered, by concurrent scrapes too: the bits of non-negative floats
             // order as the floats do.
             self.cpu_seconds
                 .inner()
-                .fetch_max(p.cpu_seconds.max(0.0).to_bits(), Ordering::Relaxed);
-            self.resident_bytes.set(gauge_value(p.resident_bytes));
-            self.open_fds.set(gauge_value(p.open_fds));
+                .fetch_max(cpu.max(0.0).to_bits(), Ordering::Relaxed);
+        }
+        if let Some(rss) = process_resident_bytes() {
+            self.resident_bytes.set(gauge_value(rss));
+        }
+        match process_open_fds() {
+            Ok(n) => {
+                self.open_fds.set(gauge_value(n));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
+                // Listing them needs one more than there is: the process is at its limit.
+                if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+                    self.open_fds.set(gauge_value(soft));
+                }
+            }
+            Err(_) => {}
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;

@@ -43,7 +43,7 @@ pub struct Fields {
     pub index: Field,
     /// 1 on every claim document: what a list without filters matches.
     pub claim: Field,
-    /// On an entry's document: the first 8 bytes of its leaf hash ([`leaf_key`]).
+    /// On an entry's document: the first 8 bytes of its leaf hash (`leaf_key`).
     pub leaf: Field,
     pub kind: Field,
     /// The effective status, as judged when the document was written.
