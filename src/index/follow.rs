@@ -306,3 +306,51 @@ impl Indexer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prost::Message;
+
+    use crate::index::QueryIndex;
+    use crate::ledger::Reader;
+    use crate::log::{Log, NoApply, Options};
+    use crate::pb;
+
+    /// A lookup by leaf hash finds an entry by the first 8 bytes of its hash, so every entry
+    /// sharing them is a candidate: the one whose whole hash matches is the answer, wherever
+    /// it comes among them.
+    #[tokio::test]
+    async fn a_lookup_by_leaf_hash_checks_every_entry_sharing_its_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path(), Options::default(), Arc::new(NoApply)).expect("open");
+        let mut leaves = Vec::new();
+        for i in 0..4 {
+            let body = pb::Change {
+                request_id: format!("r{i}"),
+                ..Default::default()
+            };
+            let r = log
+                .append("test", body.encode_to_vec())
+                .await
+                .expect("append");
+            leaves.push(r.leaf_hash);
+        }
+        let (index, mut indexer) =
+            QueryIndex::open(dir.path(), Reader::new(log.clone())).expect("index");
+        assert_eq!(indexer.catch_up().expect("catch up"), 4);
+        assert_eq!(index.index_of(&leaves[3]).expect("lookup"), Some(3));
+        // Entry 0's document again, under entry 3's key: the first candidate in log order is
+        // now entry 0, whose hash is not the one asked for.
+        let fields = &index.inner.fields;
+        let mut near = leaves[3];
+        near.0[31] ^= 1;
+        let doc = fields.entry_document(0, &near);
+        indexer.writer.add_document(doc).expect("add");
+        indexer.commit().expect("commit");
+        assert_eq!(index.index_of(&leaves[3]).expect("lookup"), Some(3));
+        assert_eq!(index.index_of(&near).expect("lookup"), None);
+        log.shutdown().await.expect("shutdown");
+    }
+}
