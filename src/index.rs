@@ -158,9 +158,7 @@ impl QueryIndex {
             size: mark.size,
         };
         let writer = index.writer_with_num_threads(1, follow::WRITER_MEMORY)?;
-        let mut merges = tantivy::merge_policy::LogMergePolicy::default();
-        merges.set_max_docs_before_merge(follow::MERGE_MAX_DOCS);
-        writer.set_merge_policy(Box::new(merges));
+        writer.set_merge_policy(follow::merge_policy());
         let shared = QueryIndex {
             inner: Arc::new(Inner {
                 index,
@@ -265,6 +263,11 @@ fn open_existing(
     }
     let metas = index.load_metas().map_err(|e| e.to_string())?;
     let Some(payload) = metas.payload else {
+        // Every commit of the indexer has a mark: documents without one were not written by
+        // it (the indexer relies on a claim submitted past the mark having no document).
+        if !metas.segments.is_empty() {
+            return Err("it holds documents but no commit mark".into());
+        }
         return Ok(Some((index, None)));
     };
     let mark: Mark = serde_json::from_str(&payload).map_err(|e| format!("its commit mark: {e}"))?;

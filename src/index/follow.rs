@@ -12,7 +12,7 @@
 //! None of it scans every claim, and none of it is the writer's work: the writer never waits
 //! for the indexer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -38,6 +38,14 @@ pub const WRITER_MEMORY: usize = 16 * 1024 * 1024;
 /// O(segments × (log n + page)) (`search::LogOrder`): at a million claims (17 segments against
 /// 2) ListClaims did 7–18 % fewer calls/s at 64 streams (BENCHMARKS.md, "Resident memory").
 pub const MERGE_MAX_DOCS: usize = 200_000;
+
+/// The indexer's merge policy: tantivy's log merge policy, with [`MERGE_MAX_DOCS`]. Set on
+/// every writer the indexer uses, the one a roll-back makes included.
+pub(super) fn merge_policy() -> Box<dyn tantivy::merge_policy::MergePolicy> {
+    let mut merges = tantivy::merge_policy::LogMergePolicy::default();
+    merges.set_max_docs_before_merge(MERGE_MAX_DOCS);
+    Box::new(merges)
+}
 
 /// The most entries one batch reads; a batch is one commit.
 pub const MAX_BATCH: u64 = 20_000;
@@ -71,8 +79,8 @@ pub struct Indexer {
     mark: Mark,
     failpoint: Option<u64>,
     last_commit: Instant,
-    /// The size of the last commit's mark.
-    committed: u64,
+    /// The last commit's mark: where a failed batch goes back to.
+    committed: Mark,
 }
 
 impl Indexer {
@@ -82,7 +90,7 @@ impl Indexer {
             writer,
             failpoint: failpoint(),
             last_commit: Instant::now() - COMMIT_INTERVAL,
-            committed: mark.size,
+            committed: mark.clone(),
             mark,
         }
     }
@@ -104,6 +112,10 @@ impl Indexer {
             return Ok(false);
         }
         let mut claims: BTreeSet<String> = BTreeSet::new();
+        // Claims submitted in this batch: none has a document yet, in the committed index
+        // (it covers the entries before `start` only) or in the writer (a failed batch is
+        // rolled back), so there is no document of theirs to delete.
+        let mut submitted: HashSet<String> = HashSet::new();
         let mut graded: BTreeSet<String> = BTreeSet::new();
         let mut leaf = None;
         let fields = &self.shared.inner.fields;
@@ -120,6 +132,7 @@ impl Indexer {
             // anyway, so a grade in the batch needs only the citations already committed.
             match change.kind {
                 Some(Kind::ClaimSubmitted(c)) => {
+                    submitted.insert(c.id.clone());
                     claims.insert(c.id);
                 }
                 Some(Kind::EvidenceAdded(e)) => {
@@ -185,8 +198,12 @@ impl Indexer {
         // In log order, the order lists are read in.
         docs.sort_unstable_by_key(|(index, _, _)| *index);
         for (_, id, doc) in docs {
-            self.writer
-                .delete_term(Term::from_field_text(fields.id, id));
+            // A delete is a term looked up in every segment at the commit: most claims of a
+            // batch under a write load are new ones, and need none.
+            if !submitted.contains(id) {
+                self.writer
+                    .delete_term(Term::from_field_text(fields.id, id));
+            }
             self.writer.add_document(doc)?;
         }
         if self.failpoint.is_some_and(|n| start <= n && n < end) {
@@ -214,14 +231,35 @@ impl Indexer {
         prepared.set_payload(&payload);
         prepared.commit()?;
         self.last_commit = Instant::now();
-        self.committed = self.mark.size;
+        self.committed = self.mark.clone();
         self.shared.publish(self.mark.size)
+    }
+
+    /// Goes back to the last commit after a failed batch: drops every document written since
+    /// (a retried batch writes them again) and the mark it had moved.
+    fn roll_back(&mut self) -> Result<(), IndexError> {
+        self.writer.rollback()?;
+        self.writer.set_merge_policy(merge_policy());
+        self.mark = self.committed.clone();
+        Ok(())
+    }
+
+    /// [`Indexer::step`], rolled back to the last commit if it fails. The outer error is a
+    /// failed roll-back: the writer's state is then unknown, and the indexer must stop.
+    fn step_or_roll_back(&mut self) -> Result<Result<bool, IndexError>, IndexError> {
+        match self.step() {
+            Ok(done) => Ok(Ok(done)),
+            Err(e) => {
+                self.roll_back()?;
+                Ok(Err(e))
+            }
+        }
     }
 
     /// Commits the mark if entries were read since the last commit without changing a
     /// document, so a restart does not read them again.
     pub fn flush(&mut self) -> Result<(), IndexError> {
-        if self.mark.size > self.committed {
+        if self.mark.size > self.committed.size {
             self.commit()?;
         }
         Ok(())
@@ -250,12 +288,19 @@ impl Indexer {
                 return;
             }
             let (back, done) = match tokio::task::spawn_blocking(move || {
-                let r = self.step();
+                let r = self.step_or_roll_back();
                 (self, r)
             })
             .await
             {
-                Ok(x) => x,
+                Ok((back, Ok(done))) => (back, done),
+                Ok((_, Err(e))) => {
+                    let why =
+                        format!("the indexer stopped: a failed batch was not rolled back: {e}");
+                    tracing::error!("{why}");
+                    shared.inner.failure.send_replace(Some(why));
+                    return;
+                }
                 Err(e) => {
                     tracing::error!("the indexer stopped: {e}");
                     shared
@@ -351,6 +396,62 @@ mod tests {
         indexer.commit().expect("commit");
         assert_eq!(index.index_of(&leaves[3]).expect("lookup"), Some(3));
         assert_eq!(index.index_of(&near).expect("lookup"), None);
+        log.shutdown().await.expect("shutdown");
+    }
+
+    /// A batch that fails after writing documents leaves none of them behind, and its retry
+    /// starts again from the last commit: otherwise the next commit would carry them, and a
+    /// claim submitted in the batch (written without a delete) would be indexed twice.
+    #[tokio::test]
+    async fn a_failed_batch_is_rolled_back_to_the_last_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path(), Options::default(), Arc::new(NoApply)).expect("open");
+        let append = |change: pb::Change| {
+            let log = log.clone();
+            async move {
+                log.append("test", change.encode_to_vec())
+                    .await
+                    .expect("append")
+            }
+        };
+        for i in 0..2 {
+            append(pb::Change {
+                request_id: format!("r{i}"),
+                ..Default::default()
+            })
+            .await;
+        }
+        let (index, mut indexer) =
+            QueryIndex::open(dir.path(), Reader::new(log.clone())).expect("index");
+        assert_eq!(indexer.catch_up().expect("catch up"), 2);
+        // A claim in the log with no state behind it (NoApply): the batch writes the entry's
+        // document, then fails judging the claim.
+        let claim = pb::Claim {
+            id: "c-0000000000000001".into(),
+            ..Default::default()
+        };
+        append(pb::Change {
+            request_id: "r2".into(),
+            kind: Some(pb::change::Kind::ClaimSubmitted(claim)),
+            ..Default::default()
+        })
+        .await;
+        let failed = indexer.step_or_roll_back().expect("rolled back");
+        assert!(failed.is_err(), "{failed:?}");
+        assert_eq!(indexer.watermark(), 2);
+        // Whatever commits next holds only what the last commit held.
+        indexer.commit().expect("commit");
+        assert_eq!(index.inner.reader.searcher().num_docs(), 2);
+        // The writer the roll-back made still writes, and the retry fails the same way.
+        let doc = index
+            .inner
+            .fields
+            .entry_document(2, &log.leaf_hash_at(2).expect("leaf"));
+        indexer.writer.add_document(doc).expect("add");
+        indexer.commit().expect("commit");
+        assert_eq!(index.inner.reader.searcher().num_docs(), 3);
+        assert!(indexer.step_or_roll_back().expect("rolled back").is_err());
+        assert_eq!(indexer.watermark(), 2);
         log.shutdown().await.expect("shutdown");
     }
 }
