@@ -1868,6 +1868,7 @@ async fn entries_are_found_by_leaf_hash_before_and_after_the_index_reads_them() 
         ))
         .await;
     let mut receipts = vec![reg.receipt.expect("receipt")];
+    let mut ids = Vec::new();
     for i in 0..30 {
         let r = c
             .submit(
@@ -1876,6 +1877,7 @@ async fn entries_are_found_by_leaf_hash_before_and_after_the_index_reads_them() 
             )
             .await;
         receipts.push(r.receipt.expect("receipt"));
+        ids.push(r.claim.expect("claim").id);
     }
     let log = c.log.clone();
     let find = |leaf: Vec<u8>| {
@@ -1894,6 +1896,32 @@ async fn entries_are_found_by_leaf_hash_before_and_after_the_index_reads_them() 
         assert_eq!(find(r.leaf_hash.clone()).await.expect("found"), r.index);
     }
     // Once the index has read them all.
+    let size = c.size().await;
+    let listed = c
+        .claims
+        .list_claims(pb::ListClaimsRequest {
+            min_size: size,
+            ..Default::default()
+        })
+        .await
+        .expect("ListClaims")
+        .into_inner();
+    assert!(listed.indexed_size >= size);
+    for r in &receipts {
+        assert_eq!(find(r.leaf_hash.clone()).await.expect("found"), r.index);
+    }
+    // A submission is found through its claim's document: still so once evidence has replaced
+    // that document, and the evidence is found too.
+    for (i, id) in ids.iter().take(5).enumerate() {
+        let e = c
+            .add_evidence(
+                &format!("leaf-ev-{i}"),
+                id,
+                evidence("ua-af", pb::Stance::Supports, 3),
+            )
+            .await;
+        receipts.push(e.receipt.expect("receipt"));
+    }
     let size = c.size().await;
     let listed = c
         .claims

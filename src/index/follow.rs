@@ -12,7 +12,7 @@
 //! None of it scans every claim, and none of it is the writer's work: the writer never waits
 //! for the indexer.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use tantivy::collector::DocSetCollector;
 use tantivy::query::{RangeQuery, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{IndexWriter, TantivyDocument, Term};
+use tlog_tiles::Hash;
 
 use super::{IndexError, Mark, QueryIndex};
 use crate::ledger::read::now_unix;
@@ -112,17 +113,16 @@ impl Indexer {
             return Ok(false);
         }
         let mut claims: BTreeSet<String> = BTreeSet::new();
-        // Claims submitted in this batch: none has a document yet, in the committed index
-        // (it covers the entries before `start` only) or in the writer (a failed batch is
-        // rolled back), so there is no document of theirs to delete.
-        let mut submitted: HashSet<String> = HashSet::new();
+        // Claims submitted in this batch, with their submission's leaf hash: none has a
+        // document yet, in the committed index (it covers the entries before `start` only) or
+        // in the writer (a failed batch is rolled back), so there is no document of theirs to
+        // delete.
+        let mut submitted: HashMap<String, Hash> = HashMap::new();
         let mut graded: BTreeSet<String> = BTreeSet::new();
         let mut leaf = None;
         let fields = &self.shared.inner.fields;
         for kv in log.entries_with_leaf(start, end) {
             let (i, bytes, hash) = kv?;
-            // Every entry is found by its leaf hash; these documents are never replaced.
-            self.writer.add_document(fields.entry_document(i, &hash))?;
             leaf = Some(hash);
             let env = Envelope::decode(&bytes[..])
                 .map_err(|e| IndexError::Corrupt(format!("entry {i}: {e}")))?;
@@ -130,9 +130,14 @@ impl Indexer {
                 .map_err(|e| IndexError::Corrupt(format!("entry {i}: not a Change: {e}")))?;
             // A claim that comes to cite a source in this batch is re-judged for that entry
             // anyway, so a grade in the batch needs only the citations already committed.
+            // Every entry is found by its leaf hash: a claim's submission by its claim's
+            // document, any other entry by a document of its own, never replaced.
+            if !matches!(change.kind, Some(Kind::ClaimSubmitted(_))) {
+                self.writer.add_document(fields.entry_document(i, &hash))?;
+            }
             match change.kind {
                 Some(Kind::ClaimSubmitted(c)) => {
-                    submitted.insert(c.id.clone());
+                    submitted.insert(c.id.clone(), hash);
                     claims.insert(c.id);
                 }
                 Some(Kind::EvidenceAdded(e)) => {
@@ -189,10 +194,18 @@ impl Indexer {
                 )));
             };
             let out = ledger.outcome_at(&rec, end, now)?;
-            let doc = fields
-                .document(&rec, &out)
+            let index = rec
+                .claim
+                .as_ref()
+                .map(|c| c.index)
                 .ok_or_else(|| IndexError::Corrupt(format!("claim {id:?} without a body")))?;
-            let index = rec.claim.as_ref().map_or(0, |c| c.index);
+            let submission = match submitted.get(id) {
+                Some(hash) => *hash,
+                None => log.leaf_hash_at(index)?,
+            };
+            let doc = fields
+                .document(&rec, &out, &submission)
+                .ok_or_else(|| IndexError::Corrupt(format!("claim {id:?} without a body")))?;
             docs.push((index, id, doc));
         }
         // In log order, the order lists are read in.
@@ -200,7 +213,7 @@ impl Indexer {
         for (_, id, doc) in docs {
             // A delete is a term looked up in every segment at the commit: most claims of a
             // batch under a write load are new ones, and need none.
-            if !submitted.contains(id) {
+            if !submitted.contains_key(id.as_str()) {
                 self.writer
                     .delete_term(Term::from_field_text(fields.id, id));
             }
@@ -424,14 +437,19 @@ mod tests {
         let (index, mut indexer) =
             QueryIndex::open(dir.path(), Reader::new(log.clone())).expect("index");
         assert_eq!(indexer.catch_up().expect("catch up"), 2);
-        // A claim in the log with no state behind it (NoApply): the batch writes the entry's
-        // document, then fails judging the claim.
+        // An entry, then a claim with no state behind it (NoApply): the batch writes the
+        // entry's document, then fails judging the claim.
+        append(pb::Change {
+            request_id: "r2".into(),
+            ..Default::default()
+        })
+        .await;
         let claim = pb::Claim {
             id: "c-0000000000000001".into(),
             ..Default::default()
         };
         append(pb::Change {
-            request_id: "r2".into(),
+            request_id: "r3".into(),
             kind: Some(pb::change::Kind::ClaimSubmitted(claim)),
             ..Default::default()
         })

@@ -1,6 +1,7 @@
 //! The query index's schema: one document per claim, replaced whenever something that decides
 //! how the claim is found (its status, its sources) changes; and one small document per log
-//! entry, never replaced, that finds an entry by its leaf hash (GetInclusionProof by hash).
+//! entry that submits no claim, never replaced. Either finds its entry by the entry's leaf hash
+//! (GetInclusionProof by hash): a claim's document by its submission's.
 
 use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, FAST,
@@ -13,7 +14,7 @@ use crate::pb;
 
 /// The version of this schema and of what the indexer puts in it. An index written with another
 /// version is rebuilt from the log when it is opened.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// The index's settings: every segment keeps its documents sorted by claim log index, so a
 /// list page (log order, after a page token) reads each segment from the token's position and
@@ -43,7 +44,8 @@ pub struct Fields {
     pub index: Field,
     /// 1 on every claim document: what a list without filters matches.
     pub claim: Field,
-    /// On an entry's document: the first 8 bytes of its leaf hash (`leaf_key`).
+    /// The first 8 bytes (`leaf_key`) of the leaf hash of the entry at `index`: on an entry's
+    /// document, that entry; on a claim's, its submission.
     pub leaf: Field,
     pub kind: Field,
     /// The effective status, as judged when the document was written.
@@ -115,12 +117,19 @@ impl Fields {
         }
     }
 
-    /// The document of a claim record judged `out`.
-    pub fn document(&self, rec: &pb::GetClaimResponse, out: &Outcome) -> Option<TantivyDocument> {
+    /// The document of a claim record judged `out`; `submission` is the leaf hash of the
+    /// entry that submitted it (entry `index`), which finds that entry (`entry_document`).
+    pub fn document(
+        &self,
+        rec: &pb::GetClaimResponse,
+        out: &Outcome,
+        submission: &tlog_tiles::Hash,
+    ) -> Option<TantivyDocument> {
         let c = rec.claim.as_ref()?;
         let mut d = TantivyDocument::default();
         d.add_text(self.id, &c.id);
         d.add_u64(self.index, c.index);
+        d.add_u64(self.leaf, leaf_key(submission));
         d.add_u64(self.claim, 1);
         d.add_u64(self.kind, c.kind as u64);
         d.add_u64(self.status, out.status as i32 as u64);
@@ -170,7 +179,9 @@ pub fn leaf_key(leaf: &tlog_tiles::Hash) -> u64 {
 }
 
 impl Fields {
-    /// The document of log entry `index`, found by its leaf hash.
+    /// The document of log entry `index`, found by its leaf hash; a claim's submission has none
+    /// (its claim's document carries the leaf key, under the same `index`), which halves the
+    /// documents a submit adds.
     pub fn entry_document(&self, index: u64, leaf: &tlog_tiles::Hash) -> TantivyDocument {
         let mut d = TantivyDocument::default();
         d.add_u64(self.index, index);
