@@ -128,13 +128,13 @@ impl Indexer {
                 .map_err(|e| IndexError::Corrupt(format!("entry {i}: {e}")))?;
             let change = pb::Change::decode(&env.body[..])
                 .map_err(|e| IndexError::Corrupt(format!("entry {i}: not a Change: {e}")))?;
-            // A claim that comes to cite a source in this batch is re-judged for that entry
-            // anyway, so a grade in the batch needs only the citations already committed.
             // Every entry is found by its leaf hash: a claim's submission by its claim's
             // document, any other entry by a document of its own, never replaced.
             if !matches!(change.kind, Some(Kind::ClaimSubmitted(_))) {
                 self.writer.add_document(fields.entry_document(i, &hash))?;
             }
+            // A claim that comes to cite a source in this batch is re-judged for that entry
+            // anyway, so a grade in the batch needs only the citations already committed.
             match change.kind {
                 Some(Kind::ClaimSubmitted(c)) => {
                     submitted.insert(c.id.clone(), hash);

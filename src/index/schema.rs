@@ -118,7 +118,8 @@ impl Fields {
     }
 
     /// The document of a claim record judged `out`; `submission` is the leaf hash of the
-    /// entry that submitted it (entry `index`), which finds that entry (`entry_document`).
+    /// entry that submitted it (entry `index`): the claim's document finds that entry, which
+    /// has no entry document of its own.
     pub fn document(
         &self,
         rec: &pb::GetClaimResponse,

@@ -268,6 +268,26 @@ impl Clients {
             .size
     }
 
+    /// Waits (ListClaims' `min_size`) until the query index covers the log's current size;
+    /// returns the first page of every claim.
+    pub async fn list_when_indexed(&mut self) -> pb::ListClaimsResponse {
+        let size = self.size().await;
+        let listed = self
+            .claims
+            .list_claims(pb::ListClaimsRequest {
+                min_size: size,
+                ..Default::default()
+            })
+            .await
+            .expect("ListClaims")
+            .into_inner();
+        assert!(
+            listed.indexed_size >= size,
+            "indexed {listed:?}, log {size}"
+        );
+        listed
+    }
+
     pub async fn verifier_key(&mut self) -> String {
         self.log
             .get_checkpoint(pb::GetCheckpointRequest {})
