@@ -15,12 +15,14 @@
 //! - the process, under the names of Prometheus' own process collector (on Linux, from
 //!   `/proc/self`): `process_cpu_seconds_total`, `process_resident_memory_bytes`,
 //!   `process_open_fds`. `claimledger bench` reads the first to report server CPU per call.
+//!   And the same CPU time by group of threads, `claimledger_thread_cpu_seconds_total`
+//!   (`threads`: tokio, writer, checkpoint_file, index, sled, other, ended; see `threads.rs`).
 //!
 //! Labels take values only from fixed lists (a method this server does not have is counted
 //! as `unknown`, an unknown route as `other`), so no client can grow the set of series.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -37,6 +39,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::api::Ctx;
+
+mod threads;
 
 /// Every gRPC method this server has: `(service, method, type)`.
 pub const GRPC_METHODS: &[(&str, &str, &str)] = &[
@@ -96,6 +100,11 @@ struct GrpcHandled {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThreadGroup {
+    threads: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpRoute {
     route: &'static str,
 }
@@ -122,7 +131,10 @@ pub struct Metrics {
     witness_quorum: Gauge,
     halted: Gauge,
     writer_failing: Gauge,
-    cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    cpu_seconds: Counter<f64, AtomicU64>,
+    thread_cpu_seconds: Family<ThreadGroup, Counter<f64, AtomicU64>>,
+    /// What the last reading of the threads saw ([`threads::ThreadCpu`]).
+    thread_cpu: Mutex<threads::ThreadCpu>,
     resident_bytes: Gauge,
     open_fds: Gauge,
 }
@@ -131,17 +143,20 @@ pub struct Metrics {
 /// POWER and s390 (the kernel's ABI, whatever its internal tick; Alpha used 1024).
 const USER_HZ: f64 = 100.0;
 
-/// User and system CPU time of all this process's threads, ended ones included, from
-/// `/proc/self/stat` (Linux); `None` where it cannot be read.
-fn process_cpu_seconds() -> Option<f64> {
+/// User and system CPU time of all this process's threads, ended ones included, in `USER_HZ`
+/// ticks, from `/proc/self/stat` (Linux); `None` where it cannot be read.
+fn process_cpu_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so fields are counted
-    // from the last ')'. utime and stime are fields 14 and 15, the 12th and 13th after it.
-    let after = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) as f64 / USER_HZ)
+    threads::parse_stat(&stat).map(|(_, ticks)| ticks)
+}
+
+/// Sets a counter of seconds to `ticks`, never lowering it, by concurrent scrapes too: the
+/// bits of non-negative floats order as the floats do.
+fn set_seconds(counter: &Counter<f64, AtomicU64>, ticks: u64) {
+    let seconds = ticks as f64 / USER_HZ;
+    counter
+        .inner()
+        .fetch_max(seconds.max(0.0).to_bits(), Ordering::Relaxed);
 }
 
 /// Resident memory, from `/proc/self/status`.
@@ -221,6 +236,8 @@ impl Metrics {
             halted: Gauge::default(),
             writer_failing: Gauge::default(),
             cpu_seconds: Counter::default(),
+            thread_cpu_seconds: Family::default(),
+            thread_cpu: Mutex::new(threads::ThreadCpu::default()),
             resident_bytes: Gauge::default(),
             open_fds: Gauge::default(),
             registry,
@@ -271,8 +288,16 @@ impl Metrics {
             m.registry.register(name, help, gauge);
         }
         // Only where `/proc/self` can be read: elsewhere they would stay at 0 and say so wrongly.
-        if process_cpu_seconds().is_some() {
+        if process_cpu_ticks().is_some() {
             m.register_process();
+        }
+        if process_cpu_ticks().is_some() && threads::read().is_some() {
+            m.registry.register(
+                "claimledger_thread_cpu_seconds",
+                "User and system CPU time of this process by group of threads, in seconds \
+                 (ended: threads that ended since the previous scrape)",
+                m.thread_cpu_seconds.clone(),
+            );
         }
         m.registry.register(
             "claimledger_writer_group_size",
@@ -325,14 +350,25 @@ impl Metrics {
             .set(i64::from(ctx.log.halted().borrow().is_some()));
         self.writer_failing
             .set(i64::from(ctx.log.writer_health().borrow().is_some()));
-        // Each read on its own: one failing leaves the others current.
-        if let Some(cpu) = process_cpu_seconds() {
-            // Set, never lowered, by concurrent scrapes too: the bits of non-negative floats
-            // order as the floats do.
-            self.cpu_seconds
-                .inner()
-                .fetch_max(cpu.max(0.0).to_bits(), Ordering::Relaxed);
+        // Each read on its own: one failing leaves the others current. The threads first, so
+        // the process's time, read after them, covers theirs; both under the lock, so two
+        // scrapes never apply their readings out of order.
+        let mut state = match self.thread_cpu.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let threads = threads::read();
+        if let Some(ticks) = process_cpu_ticks() {
+            set_seconds(&self.cpu_seconds, ticks);
+            if let Some(threads) = threads {
+                let totals = state.update(&threads, ticks);
+                for (group, total) in threads::GROUPS.iter().zip(totals) {
+                    let labels = ThreadGroup { threads: group };
+                    set_seconds(&self.thread_cpu_seconds.get_or_create(&labels), total);
+                }
+            }
         }
+        drop(state);
         if let Some(rss) = process_resident_bytes() {
             self.resident_bytes.set(gauge_value(rss));
         }
