@@ -113,9 +113,10 @@ pub struct Figure {
     pub index_lag: Option<IndexLag>,
     /// The server's CPU time (all its threads) over the measurement, per call answered in it,
     /// from its `/metrics`; for writes until the index had read them. `None` when the server
-    /// does not say (not on Linux, or `/metrics` out of reach). Approximate: it also holds the
-    /// calls answered late or failed, the index-lag sampling, whatever else the server did
-    /// meanwhile (a tantivy merge left by an earlier write phase), and a write's share of each
+    /// does not say (not on Linux, or `/metrics` out of reach). Each measurement starts once
+    /// the server is quiet (`settle`). Approximate: it also holds the calls answered late or
+    /// failed, the index-lag sampling, whatever else the server did meanwhile (a tantivy merge
+    /// an earlier write phase left running past `SETTLE_MAX`), and a write's share of each
     /// group's fixed cost, which grows as groups get smaller (fewer streams).
     pub server_cpu: Option<Duration>,
 }
@@ -144,6 +145,30 @@ async fn server_cpu_seconds(channel: &tonic::transport::Channel) -> Option<f64> 
         .trim()
         .parse()
         .ok()
+}
+
+/// How long a quiet server's CPU time is watched for before a measurement, the most CPU it may
+/// use in that time (a tenth of a core: the kernel counts in 10 ms ticks, and the scrape itself
+/// costs some), and the longest [`settle`] waits for it.
+const SETTLE_WINDOW: Duration = Duration::from_millis(200);
+const SETTLE_CPU: f64 = 0.02;
+const SETTLE_MAX: Duration = Duration::from_secs(5);
+
+/// Waits, at most [`SETTLE_MAX`], until the server used less than [`SETTLE_CPU`] seconds of CPU
+/// in a [`SETTLE_WINDOW`], so that work left by the previous measurement (tantivy merging the
+/// segments a write phase made) is not counted in the next one. Returns the server's CPU
+/// seconds at the end, or `None` if it does not say.
+async fn settle(channel: &tonic::transport::Channel) -> Option<f64> {
+    let until = Instant::now() + SETTLE_MAX;
+    let mut last = server_cpu_seconds(channel).await?;
+    loop {
+        tokio::time::sleep(SETTLE_WINDOW).await;
+        let now = server_cpu_seconds(channel).await?;
+        if now - last < SETTLE_CPU || Instant::now() >= until {
+            return Some(now);
+        }
+        last = now;
+    }
 }
 
 /// The query index's lag behind the log during a write measurement, sampled every
@@ -486,8 +511,9 @@ async fn measure(
     let conns = concurrency.div_ceil(per_conn).clamp(1, pool.len());
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
-    // Read before the clock starts: the scrape's round trip is not the calls' time.
-    let cpu_before = server_cpu_seconds(&pool[0].channel).await;
+    // Read before the clock starts, once the server is quiet: neither the scrape's round trip
+    // nor what the previous measurement left running is the calls' time.
+    let cpu_before = settle(&pool[0].channel).await;
     let started = Instant::now();
     let deadline = started + duration;
     let lag = matches!(call, Call::Submit | Call::Evidence)
