@@ -291,14 +291,6 @@ impl Metrics {
         if process_cpu_ticks().is_some() {
             m.register_process();
         }
-        if process_cpu_ticks().is_some() && threads::read().is_some() {
-            m.registry.register(
-                "claimledger_thread_cpu_seconds",
-                "User and system CPU time of this process by group of threads, in seconds \
-                 (ended: threads that ended since the previous scrape)",
-                m.thread_cpu_seconds.clone(),
-            );
-        }
         m.registry.register(
             "claimledger_writer_group_size",
             "Entries per group the writer commits",
@@ -329,6 +321,15 @@ impl Metrics {
             "File descriptors this process has open",
             self.open_fds.clone(),
         );
+        // By group of threads too, where `/proc/self/task` can be listed.
+        if threads::read().is_some() {
+            self.registry.register(
+                "claimledger_thread_cpu_seconds",
+                "User and system CPU time of this process by group of threads, in seconds \
+                 (ended: threads that ended since the previous scrape)",
+                self.thread_cpu_seconds.clone(),
+            );
+        }
     }
 
     /// The metrics as OpenMetrics text, with the gauges read now from `ctx`.
