@@ -9,6 +9,11 @@
 //! - every claim whose `resolve_by` passed since the last batch (the `deadline` field, a range
 //!   from the last sweep's moment to now), the one way time alone changes a status.
 //!
+//! A claim of the last two kinds that no entry of the batch touched keeps its document when
+//! its status and `confirmed` come out as the document has them (nothing else in it depends on
+//! a grade or the time): a regrade rewrites the documents whose status it changes, not those
+//! of every claim citing the source.
+//!
 //! None of it scans every claim, and none of it is the writer's work: the writer never waits
 //! for the indexer.
 
@@ -155,13 +160,35 @@ impl Indexer {
                 Some(Kind::SourceRegistered(_)) | None => {}
             }
         }
-        let searcher = self.shared.snapshot().searcher;
+        // The claims found below were judged at the last commit, and are left as they are if
+        // judging them again gives the same status: the searcher must be that commit's.
+        let mut snapshot = self.shared.snapshot();
+        if snapshot.size != self.committed.size {
+            self.shared.publish(self.committed.size)?;
+            snapshot = self.shared.snapshot();
+        }
+        let searcher = snapshot.searcher;
+        // Claims no entry of the batch touched, only a grade or the time: each with the status
+        // and `confirmed` its document holds.
+        let mut rejudged: HashMap<String, (u64, u64)> = HashMap::new();
         let mut lookup = |query: &dyn tantivy::query::Query| -> Result<(), IndexError> {
             for addr in searcher.search(query, &DocSetCollector)? {
                 let doc: TantivyDocument = searcher.doc(addr)?;
-                if let Some(id) = doc.get_first(fields.id).and_then(|v| v.as_str()) {
-                    claims.insert(id.to_string());
+                let Some(id) = doc.get_first(fields.id).and_then(|v| v.as_str()) else {
+                    continue;
+                };
+                if claims.contains(id) {
+                    continue;
                 }
+                let stored = |f| doc.get_first(f).and_then(|v| v.as_u64());
+                let (Some(status), Some(confirmed)) =
+                    (stored(fields.status), stored(fields.confirmed))
+                else {
+                    return Err(IndexError::Corrupt(format!(
+                        "the document of claim {id:?} has no status"
+                    )));
+                };
+                rejudged.insert(id.to_string(), (status, confirmed));
             }
             Ok(())
         };
@@ -178,14 +205,15 @@ impl Indexer {
                 Bound::Excluded(Term::from_field_i64(fields.deadline, now)),
             ))?;
         }
-        if claims.is_empty() && end == start {
+        if claims.is_empty() && rejudged.is_empty() && end == start {
             // Only time passed, and no deadline with it: nothing to commit. After a restart
             // the deadline window is swept again from the last commit, for nothing.
             self.mark.deadlines_before = now.max(self.mark.deadlines_before);
             return Ok(false);
         }
-        let mut docs = Vec::with_capacity(claims.len());
-        for id in &claims {
+        let mut docs = Vec::with_capacity(claims.len() + rejudged.len());
+        let touched = claims.iter().map(|id| (id, None));
+        for (id, was) in touched.chain(rejudged.iter().map(|(id, was)| (id, Some(*was)))) {
             let Some(rec) = ledger.record_at(id, end)? else {
                 // A claim the committed index knows but the log at `end` does not: impossible
                 // for a log this index matches (open checks the leaf hash at the watermark).
@@ -194,6 +222,12 @@ impl Indexer {
                 )));
             };
             let out = ledger.outcome_at(&rec, end, now)?;
+            // Only the status and `confirmed` of a document change with a grade or the time:
+            // when neither does, the document is already right. A regrade rewrites the
+            // documents whose status it changes, not every claim citing the source.
+            if was == Some((out.status as i32 as u64, out.confirmed as u64)) {
+                continue;
+            }
             let index = rec
                 .claim
                 .as_ref()
@@ -371,10 +405,15 @@ mod tests {
 
     use prost::Message;
 
+    use tantivy::collector::DocSetCollector;
+    use tantivy::query::TermQuery;
+    use tantivy::schema::{IndexRecordOption, Value};
+    use tantivy::{TantivyDocument, Term};
+
     use crate::index::QueryIndex;
-    use crate::ledger::Reader;
+    use crate::ledger::{LedgerApply, Reader};
     use crate::log::{Log, NoApply, Options};
-    use crate::pb;
+    use crate::pb::{self, change::Kind};
 
     /// A lookup by leaf hash finds an entry by the first 8 bytes of its hash, so every entry
     /// sharing them is a candidate: the one whose whole hash matches is the answer, wherever
@@ -470,6 +509,111 @@ mod tests {
         assert_eq!(index.inner.reader.searcher().num_docs(), 3);
         assert!(indexer.step_or_roll_back().expect("rolled back").is_err());
         assert_eq!(indexer.watermark(), 2);
+        log.shutdown().await.expect("shutdown");
+    }
+
+    /// A grade re-judges the claims citing the source, and rewrites only the documents whose
+    /// status it changes: a grade that changes none deletes no document.
+    #[tokio::test]
+    async fn a_regrade_rewrites_only_the_documents_whose_status_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path(), Options::default(), Arc::new(LedgerApply)).expect("open");
+        let mut n = 0;
+        let mut append = |kind: Kind| {
+            n += 1;
+            let change = pb::Change {
+                request_id: format!("r{n}"),
+                request_digest: vec![0; 32],
+                kind: Some(kind),
+            };
+            let log = log.clone();
+            async move {
+                log.append("test", change.encode_to_vec())
+                    .await
+                    .expect("append")
+            }
+        };
+        let source = |id: &str, side: &str, role: pb::Role, grade: pb::Reliability| {
+            Kind::SourceRegistered(pb::Source {
+                id: id.into(),
+                name: id.into(),
+                kind: pb::SourceKind::Other as i32,
+                side: side.into(),
+                role: role as i32,
+                reliability: grade as i32,
+                ..Default::default()
+            })
+        };
+        let grade = |id: &str, grade: pb::Reliability| {
+            Kind::SourceGraded(pb::SourceGrade {
+                source_id: id.into(),
+                reliability: grade as i32,
+                rationale: "test".into(),
+            })
+        };
+        append(source("ru-mod", "RU", pb::Role::Party, pb::Reliability::D)).await;
+        // An independent wire service graded C: its report does not qualify yet.
+        append(source("wire", "", pb::Role::NonParty, pb::Reliability::C)).await;
+        for id in ["c-1", "c-2"] {
+            append(Kind::ClaimSubmitted(pb::Claim {
+                id: id.into(),
+                kind: pb::ClaimKind::Strike as i32,
+                modality: pb::Modality::AssertedFact as i32,
+                summary: format!("Strike {id}"),
+                claimant_id: "ru-mod".into(),
+                ..Default::default()
+            }))
+            .await;
+        }
+        append(Kind::EvidenceAdded(pb::Evidence {
+            id: "e-1".into(),
+            claim_id: "c-2".into(),
+            source_id: "wire".into(),
+            stance: pb::Stance::Supports as i32,
+            kind: pb::EvidenceKind::MediaReport as i32,
+            url: "https://example.org/wire".into(),
+            credibility: 2,
+            ..Default::default()
+        }))
+        .await;
+        let (index, mut indexer) =
+            QueryIndex::open(dir.path(), Reader::new(log.clone())).expect("index");
+        indexer.catch_up().expect("catch up");
+        let fields = index.inner.fields.clone();
+        let status = |id: &str| {
+            let searcher = index.inner.reader.searcher();
+            let query = TermQuery::new(
+                Term::from_field_text(fields.id, id),
+                IndexRecordOption::Basic,
+            );
+            let found = searcher.search(&query, &DocSetCollector).expect("search");
+            assert_eq!(found.len(), 1, "{id} has one document");
+            let addr = found.into_iter().next().expect("a document");
+            let doc: TantivyDocument = searcher.doc(addr).expect("doc");
+            let status = doc.get_first(fields.status).and_then(|v| v.as_u64());
+            status.expect("a status")
+        };
+        let deleted = || {
+            let searcher = index.inner.reader.searcher();
+            let segments = searcher.segment_readers().iter();
+            segments.map(|s| s.num_deleted_docs()).sum::<u32>()
+        };
+        let claimed = pb::Status::Claimed as i32 as u64;
+        assert_eq!((status("c-1"), status("c-2")), (claimed, claimed));
+        assert_eq!(deleted(), 0);
+
+        // Both claims cite their claimant, and neither status moves with its grade.
+        append(grade("ru-mod", pb::Reliability::E)).await;
+        indexer.catch_up().expect("catch up");
+        assert_eq!((status("c-1"), status("c-2")), (claimed, claimed));
+        assert_eq!(deleted(), 0, "no document was rewritten");
+
+        // The wire service's report now qualifies: c-2 is corroborated, its document replaced.
+        append(grade("wire", pb::Reliability::B)).await;
+        indexer.catch_up().expect("catch up");
+        let corroborated = pb::Status::Corroborated as i32 as u64;
+        assert_eq!((status("c-1"), status("c-2")), (claimed, corroborated));
+        assert_eq!(deleted(), 1, "only c-2's document was rewritten");
         log.shutdown().await.expect("shutdown");
     }
 }
