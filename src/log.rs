@@ -30,7 +30,7 @@ pub(crate) mod kv;
 mod marks;
 pub mod migrate;
 pub mod offline;
-pub(crate) mod store;
+mod store;
 pub mod verify;
 mod writer;
 
@@ -40,7 +40,7 @@ pub use entry::{EntryMeta, Envelope};
 pub use error::{with_causes, AppendError, LogError};
 pub use kv::Val;
 pub use offline::{Offline, Recovered, Recovery};
-pub(crate) use store::Store;
+use store::Store;
 pub use store::{leaf_hash, CACHE_BYTES};
 pub use verify::{VerifyProgress, VerifyReport};
 pub use writer::{Receipt, FAILPOINT_ENV};

@@ -490,7 +490,6 @@ pub async fn verify(a: DirArgs) -> anyhow::Result<ExitCode> {
     .await?
 }
 
-/// `reindex`: rebuilds the ledger state and the query index from the log, which it only reads.
 /// `claimledger migrate`: copies a log between stores and says what it checked.
 pub async fn migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
     let from =
@@ -523,6 +522,7 @@ pub async fn migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `reindex`: rebuilds the ledger state and the query index from the log, which it only reads.
 pub async fn reindex(a: DirArgs) -> anyhow::Result<ExitCode> {
     let dir = a.data_dir.clone();
     let n = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
