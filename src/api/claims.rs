@@ -320,3 +320,81 @@ pub(crate) async fn list_claims(
         .map_err(|e| Status::internal(e.to_string()))?;
     answer.map_err(error::index)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use prost::Message;
+    use tonic::Code;
+
+    use super::{list_claims, Ctx};
+    use crate::index::{QueryIndex, MIN_SIZE_WAIT};
+    use crate::ledger::{LedgerApply, Reader};
+    use crate::log::{Log, Options};
+    use crate::pb::{self, change::Kind};
+
+    /// A `min_size` the index does not reach in time: ListClaims waits `MIN_SIZE_WAIT`, then
+    /// answers UNAVAILABLE with both sizes. Once the index reads that far, the same request
+    /// answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_min_size_the_index_does_not_reach_in_time_is_unavailable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path(), Options::default(), Arc::new(LedgerApply)).expect("open");
+        let reader = Reader::new(log.clone());
+        // The indexer is not run: the index stays where it is until the test moves it.
+        let (index, mut indexer) = QueryIndex::open(log.dir(), reader.clone()).expect("index");
+        let ctx = Ctx {
+            log: log.clone(),
+            reader,
+            index,
+            indexer: Arc::new(Mutex::new(None)),
+            closing: Arc::new(tokio::sync::watch::channel(false).0),
+            audit: Arc::new(tokio::sync::Semaphore::new(1)),
+            streams: Arc::new(tokio::sync::Semaphore::new(1)),
+            cosigned: None,
+            alter_page_proofs: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let change = pb::Change {
+            request_id: "r1".into(),
+            request_digest: vec![0; 32],
+            kind: Some(Kind::SourceRegistered(pb::Source {
+                id: "wire".into(),
+                name: "A wire service".into(),
+                ..Default::default()
+            })),
+        };
+        let r = log.append("test", change.encode_to_vec()).await;
+        assert_eq!(r.expect("append").index, 0);
+        let wanted = pb::ListClaimsRequest {
+            min_size: 1,
+            ..Default::default()
+        };
+
+        let started = Instant::now();
+        let e = list_claims(&ctx, wanted.clone())
+            .await
+            .expect_err("the index is at size 0");
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert!(
+            e.message()
+                .contains("has read the log to size 0, not yet to min_size 1"),
+            "{}",
+            e.message()
+        );
+        assert!(
+            started.elapsed() >= MIN_SIZE_WAIT,
+            "{:?}",
+            started.elapsed()
+        );
+        // Without min_size it answers at once, from the index as it is.
+        let now = list_claims(&ctx, pb::ListClaimsRequest::default()).await;
+        assert_eq!(now.expect("a list").indexed_size, 0);
+
+        assert_eq!(indexer.catch_up().expect("catch up"), 1);
+        let later = list_claims(&ctx, wanted).await.expect("a list");
+        assert_eq!(later.indexed_size, 1);
+        log.shutdown().await.expect("shutdown");
+    }
+}
