@@ -1,8 +1,9 @@
-//! Write work is bounded: however big a claim, however much evidence a claim already has and
-//! however many claims cite a source, each write puts the same small number of ledger keys in
-//! its batch (counted through an `Apply` hook wrapping `LedgerApply`), and the statuses read
-//! afterwards (GetClaimStatus now and as of an earlier size, GetClaim, ListClaims through the
-//! derived query index) are still what the policy says.
+//! Write work is bounded: however big a claim, however much evidence a claim already has (when
+//! more evidence, a verdict or a retraction comes) and however many claims cite a source, each
+//! write puts the same small number of ledger keys in its batch (counted through an `Apply`
+//! hook wrapping `LedgerApply`), and the statuses read afterwards (GetClaimStatus now and as of
+//! an earlier size, GetClaim, ListClaims through the derived query index) are still what the
+//! policy says.
 
 mod common;
 
@@ -28,6 +29,10 @@ const EVIDENCE_KEYS: usize = 3;
 const GRADE_KEYS: usize = 3;
 /// RegisterSource: the initial grade, the source's record and the request id.
 const REGISTER_KEYS: usize = 3;
+/// RecordVerdict: the item on the claim and the request id.
+const VERDICT_KEYS: usize = 2;
+/// RetractClaim: the claim's retraction mark, the item on the claim and the request id.
+const RETRACT_KEYS: usize = 3;
 
 /// The kind of a logged change, as the counting hook records it.
 fn kind_name(body: &[u8]) -> &'static str {
@@ -395,6 +400,62 @@ async fn the_500th_evidence_writes_the_keys_of_the_first() {
     entries.extend(by_index.iter().map(|(i, _)| *i));
     assert_eq!(rec.entry_indexes, entries);
     assert!(rec.evidence.iter().all(|e| e.claim_id == claim_id));
+
+    // A verdict, then a retraction, on this claim write the keys of the same on a claim with
+    // no evidence.
+    let bare = c
+        .submit(
+            "bare",
+            claim(pb::ClaimKind::Strike, "ru-mod", "Strike on a depot"),
+        )
+        .await
+        .claim
+        .expect("the claim")
+        .id;
+    let mut keys = Vec::new();
+    for id in [&bare, &claim_id] {
+        let verdict = pb::RecordVerdictRequest {
+            request_id: format!("verdict-{id}"),
+            claim_id: id.clone(),
+            verdict: Some(pb::Verdict {
+                decision: pb::Decision::Inconclusive as i32,
+                rationale: "the desk could not tell".into(),
+                ..Default::default()
+            }),
+        };
+        let v = c.claims.record_verdict(verdict).await.expect("a verdict");
+        let retraction = pb::RetractClaimRequest {
+            request_id: format!("retraction-{id}"),
+            claim_id: id.clone(),
+            retraction: Some(pb::Retraction {
+                source_id: "ru-mod".into(),
+                url: "https://example.org/retraction".into(),
+                note: "withdrawn".into(),
+                ..Default::default()
+            }),
+        };
+        let x = c.claims.retract_claim(retraction).await.expect("a retraction");
+        let index = |r: Option<pb::Receipt>| r.expect("a receipt").index;
+        keys.push((
+            counting.keys(index(v.into_inner().receipt), "RecordVerdict"),
+            counting.keys(index(x.into_inner().receipt), "RetractClaim"),
+        ));
+    }
+    println!("RecordVerdict, RetractClaim: on a bare claim {:?}, on 500 evidence {:?}", keys[0], keys[1]);
+    assert_eq!(keys[0], keys[1], "the evidence on a claim does not add keys");
+    assert_eq!(keys[0], (VERDICT_KEYS, RETRACT_KEYS));
+    counting.assert_constant(
+        "500 evidence, a verdict and a retraction",
+        &[
+            ("RegisterSource", REGISTER_KEYS),
+            ("SubmitClaim", SUBMIT_KEYS),
+            ("AddEvidence", EVIDENCE_KEYS),
+            ("RecordVerdict", VERDICT_KEYS),
+            ("RetractClaim", RETRACT_KEYS),
+        ],
+    );
+    let retracted = c.status(&claim_id).await;
+    assert_eq!(status_of(&retracted), pb::Status::Retracted, "{retracted:?}");
     srv.stop().await;
 }
 }
