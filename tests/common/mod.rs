@@ -812,8 +812,8 @@ impl ServeProcess {
         let mut child = std::process::Command::new(BIN)
             .arg("serve")
             .args(args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -885,8 +885,9 @@ impl ServeProcess {
         self.url.split_once("://").map_or(&self.url, |(_, a)| a)
     }
 
-    /// SIGTERM, then waits (at most 30 s) for a clean exit.
-    pub fn stop(mut self) {
+    /// SIGTERM, then waits (at most 30 s) for a clean exit; returns the stderr lines not read
+    /// before (`stderr_lines`), to its end.
+    pub fn stop(mut self) -> Vec<String> {
         self.stopped = true;
         let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
         // SAFETY: kill(2) with a pid of our own child and a valid signal number.
@@ -904,12 +905,17 @@ impl ServeProcess {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
-        let rest: Vec<String> = self.lines.try_iter().collect();
+        // The reader thread ends at the end of stderr, which the process's exit brings.
+        let mut rest = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(std::time::Duration::from_secs(10)) {
+            rest.push(line);
+        }
         assert!(
             status.success(),
             "serve exited with {status} after SIGTERM; stderr:\n{}",
             rest.join("\n")
         );
+        rest
     }
 }
 
