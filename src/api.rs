@@ -58,19 +58,32 @@ impl Ctx {
     pub fn open(log: Log) -> Result<Ctx, IndexError> {
         let reader = Reader::new(log.clone());
         let (index, indexer) = QueryIndex::open(log.dir(), reader.clone())?;
-        let closing = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let closing = tokio::sync::watch::channel(false).0;
         let task = tokio::spawn(indexer.run(closing.subscribe()));
-        Ok(Ctx {
+        Ok(Ctx::over(log, reader, index, closing, Some(task)))
+    }
+
+    /// The services' state over an open query index, with the task keeping it up to date if
+    /// there is one (without, the index moves only when whoever holds its `Indexer` moves it:
+    /// a test).
+    fn over(
+        log: Log,
+        reader: Reader,
+        index: QueryIndex,
+        closing: tokio::sync::watch::Sender<bool>,
+        indexer: Option<tokio::task::JoinHandle<()>>,
+    ) -> Ctx {
+        Ctx {
             reader,
             index,
-            indexer: std::sync::Arc::new(std::sync::Mutex::new(Some(task))),
+            indexer: std::sync::Arc::new(std::sync::Mutex::new(indexer)),
             log,
-            closing,
+            closing: std::sync::Arc::new(closing),
             audit: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
             cosigned: None,
             alter_page_proofs: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        })
+        }
     }
 
     /// Stops the indexer (after its batch in progress, if any) and waits for it, so the data

@@ -323,7 +323,7 @@ pub(crate) async fn list_claims(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::Instant;
 
     use prost::Message;
@@ -345,17 +345,8 @@ mod tests {
         let reader = Reader::new(log.clone());
         // The indexer is not run: the index stays where it is until the test moves it.
         let (index, mut indexer) = QueryIndex::open(log.dir(), reader.clone()).expect("index");
-        let ctx = Ctx {
-            log: log.clone(),
-            reader,
-            index,
-            indexer: Arc::new(Mutex::new(None)),
-            closing: Arc::new(tokio::sync::watch::channel(false).0),
-            audit: Arc::new(tokio::sync::Semaphore::new(1)),
-            streams: Arc::new(tokio::sync::Semaphore::new(1)),
-            cosigned: None,
-            alter_page_proofs: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        };
+        let closing = tokio::sync::watch::channel(false).0;
+        let ctx = Ctx::over(log.clone(), reader, index, closing, None);
         let change = pb::Change {
             request_id: "r1".into(),
             request_digest: vec![0; 32],

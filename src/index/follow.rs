@@ -180,15 +180,12 @@ impl Indexer {
                 if claims.contains(id) {
                     continue;
                 }
-                let stored = |f| doc.get_first(f).and_then(|v| v.as_u64());
-                let (Some(status), Some(confirmed)) =
-                    (stored(fields.status), stored(fields.confirmed))
-                else {
+                let Some(was) = fields.stored_judgement(&doc) else {
                     return Err(IndexError::Corrupt(format!(
                         "the document of claim {id:?} has no status"
                     )));
                 };
-                rejudged.insert(id.to_string(), (status, confirmed));
+                rejudged.insert(id.to_string(), was);
             }
             Ok(())
         };
@@ -225,7 +222,7 @@ impl Indexer {
             // Only the status and `confirmed` of a document change with a grade or the time:
             // when neither does, the document is already right. A regrade rewrites the
             // documents whose status it changes, not every claim citing the source.
-            if was == Some((out.status as i32 as u64, out.confirmed as u64)) {
+            if was == Some(super::schema::judgement(&out)) {
                 continue;
             }
             let index = rec

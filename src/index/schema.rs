@@ -4,7 +4,7 @@
 //! (GetInclusionProof by hash): a claim's document by its submission's.
 
 use tantivy::schema::{
-    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, FAST,
+    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value, FAST,
     INDEXED, STORED, STRING,
 };
 use tantivy::{IndexSettings, IndexSortByField, TantivyDocument};
@@ -133,8 +133,9 @@ impl Fields {
         d.add_u64(self.leaf, leaf_key(submission));
         d.add_u64(self.claim, 1);
         d.add_u64(self.kind, c.kind as u64);
-        d.add_u64(self.status, out.status as i32 as u64);
-        d.add_u64(self.confirmed, out.confirmed as u64);
+        let (status, confirmed) = judgement(out);
+        d.add_u64(self.status, status);
+        d.add_u64(self.confirmed, confirmed);
         d.add_text(self.claimant, &c.claimant_id);
         let mut sources: Vec<&str> = crate::ledger::status::sources_of(rec)
             .into_iter()
@@ -166,6 +167,21 @@ impl Fields {
             d.add_i64(self.deadline, t);
         }
         Some(d)
+    }
+}
+
+/// A judgement as a claim's document holds it: its `status` and `confirmed` fields, the only
+/// ones a grade or the time can change.
+pub fn judgement(out: &Outcome) -> (u64, u64) {
+    (out.status as i32 as u64, u64::from(out.confirmed))
+}
+
+impl Fields {
+    /// The judgement a stored claim document holds (as `judgement` gives it); `None` on an
+    /// entry's document.
+    pub fn stored_judgement(&self, doc: &TantivyDocument) -> Option<(u64, u64)> {
+        let stored = |f| doc.get_first(f).and_then(|v| v.as_u64());
+        Some((stored(self.status)?, stored(self.confirmed)?))
     }
 }
 
